@@ -1,0 +1,175 @@
+"""Command-line interface: parsing and rendering only; the work happens in omi_build.api."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TextIO
+
+from omi_build import __version__, api
+from omi_build.errors import OmiError
+from omi_build.resources import schema_path
+
+from . import _render
+
+EXIT_CODES = """\
+exit codes:
+  0  success
+  1  failure (missing file, tool, network, build error)
+  2  manifest problems, or a command-line usage error
+"""
+
+LABEL_HELP = (
+    "a directory, an omi.yaml, or a label: //pkg:target, //pkg, //pkg/..., //..., :target"
+)
+
+
+class _Streams:
+    def __init__(self, out: TextIO, err: TextIO) -> None:
+        self.out = out
+        self.err = err
+
+
+def _cmd_validate(args: argparse.Namespace, io: _Streams) -> int:
+    manifests = api.validate(args.targets)
+    if args.format == "json":
+        payload = {
+            "ok": True,
+            "manifests": [
+                {
+                    "file": str(m.path),
+                    "name": m.metadata.name,
+                    "version": m.metadata.version,
+                    "targets": [t.name for t in m.targets],
+                }
+                for m in manifests
+            ],
+        }
+        io.out.write(json.dumps(payload, indent=2) + "\n")
+    else:
+        for m in manifests:
+            targets = ", ".join(t.name for t in m.targets)
+            io.out.write(
+                f"ok: {m.path} ({m.metadata.name} {m.metadata.version}; targets: {targets})\n"
+            )
+    return 0
+
+
+def _cmd_schema(_args: argparse.Namespace, io: _Streams) -> int:
+    io.out.write(schema_path().read_text(encoding="utf-8"))
+    return 0
+
+
+def _cmd_init(args: argparse.Namespace, io: _Streams) -> int:
+    written = api.init(Path(args.directory), force=args.force)
+    if args.format == "json":
+        io.out.write(json.dumps({"ok": True, "written": [str(p) for p in written]}) + "\n")
+    else:
+        for path in written:
+            io.out.write(f"wrote {path}\n")
+        io.out.write(f"next: omi-build validate {args.directory}\n")
+    return 0
+
+
+def _cmd_query(args: argparse.Namespace, io: _Streams) -> int:
+    selections = api.query(args.labels)
+    if args.format == "json":
+        rows = [
+            {
+                "label": selection.package.label(name),
+                "package": selection.package.label(),
+                "target": name,
+                "manifest": str(selection.manifest.path),
+                "accelerator": selection.manifest.target(name).accelerator,
+                "platforms": list(selection.manifest.target(name).platforms),
+            }
+            for selection in selections
+            for name in selection.targets
+        ]
+        io.out.write(json.dumps(rows, indent=2) + "\n")
+    else:
+        for selection in selections:
+            for label in selection.labels():
+                io.out.write(label + "\n")
+    return 0
+
+
+Command = Callable[[argparse.Namespace, _Streams], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--format",
+        choices=("human", "json"),
+        default=argparse.SUPPRESS,
+        help="output format (default: human); errors also go to GitHub annotations "
+        "when GITHUB_ACTIONS=true",
+    )
+    common.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+        help="show tracebacks on errors",
+    )
+    parser = argparse.ArgumentParser(
+        prog="omi-build",
+        description="Compile an omi.yaml into a minimal, rootless, reproducible, signed OCI "
+        "image that serves the model over OMI v1 and OIP v2 gRPC.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"omi-build {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Command, help_text: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(
+            name, help=help_text, description=help_text, parents=[common],
+            epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        command.set_defaults(handler=handler)
+        return command
+
+    validate = add(
+        "validate", _cmd_validate,
+        "check omi.yaml files against the schema and the files they name; "
+        "report every problem as file:line:col: field: message",
+    )
+    validate.add_argument(
+        "targets", nargs="*", metavar="PATH|LABEL",
+        help=f"{LABEL_HELP} (default: the package here, else every package below)",
+    )
+    add("schema", _cmd_schema, "print the omi.yaml JSON Schema (draft 2020-12)")
+    init = add("init", _cmd_init, "write a commented starter omi.yaml (and model.py) that validates")
+    init.add_argument("directory", nargs="?", default=".", metavar="DIR", help="default: .")
+    init.add_argument("--force", action="store_true", help="overwrite an existing omi.yaml")
+    query = add("query", _cmd_query, "list the targets that labels select, one label a line")
+    query.add_argument("labels", nargs="*", metavar="LABEL", help=f"{LABEL_HELP} (default: //...)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Run omi-build with `argv`; return the exit code. Only this module prints."""
+    io = _Streams(out or sys.stdout, err or sys.stderr)
+    args = build_parser().parse_args(argv)
+    args.format = getattr(args, "format", "human")
+    args.verbose = getattr(args, "verbose", False)
+    handler: Command = args.handler
+    try:
+        return handler(args, io)
+    except OmiError as exc:
+        if args.verbose:
+            io.err.write("".join(traceback.format_exception(exc)))
+        _render.error(exc, fmt=args.format, out=io.out, err=io.err)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        io.err.write("interrupted\n")
+        return 130
+
+
+def run() -> None:
+    """The console script's entry point."""
+    sys.exit(main())

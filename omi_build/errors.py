@@ -1,0 +1,62 @@
+"""The one exception hierarchy of omi-build. Only the CLI turns these into output."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+
+@dataclass(frozen=True, kw_only=True, slots=True, order=True)
+class Issue:
+    """One located problem in a manifest, ordered by file, then position."""
+
+    file: str
+    line: int
+    col: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.col}"
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+
+class OmiError(Exception):
+    """Base of every error omi-build raises on purpose."""
+
+    exit_code: ClassVar[int] = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class ManifestError(OmiError):
+    """One or more problems in omi.yaml files, all of them, sorted."""
+
+    exit_code: ClassVar[int] = 2
+
+    def __init__(self, issues: list[Issue] | tuple[Issue, ...]) -> None:
+        self.issues = tuple(sorted(issues))
+        count = len(self.issues)
+        super().__init__(f"{count} problem{'s' if count != 1 else ''} in the manifest")
+
+
+class WorkspaceError(OmiError):
+    """A label or path that names no package or target."""
+
+
+class LockError(OmiError):
+    """omi.lock is missing, stale, or cannot be resolved."""
+
+
+class FetchError(OmiError):
+    """A download failed or did not match its recorded digest."""
+
+
+class BuildError(OmiError):
+    """An image could not be assembled."""
+
+
+class ToolError(OmiError):
+    """An external program (buildah, skopeo, umoci, runc, uv, gpgv) failed or is missing."""

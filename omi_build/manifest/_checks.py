@@ -1,0 +1,332 @@
+"""Checks the JSON Schema cannot express: files on disk, names, cross-references.
+
+Each check is defensive about types: it runs even where the schema stage found problems, so
+the author sees every problem at once.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path as FsPath
+from pathlib import PurePosixPath
+from typing import Any
+
+from packaging.requirements import InvalidRequirement, Requirement
+
+from ._report import Reporter, suggest
+from ._yaml import Path
+
+SUPPORTED_ARCHITECTURES = ("amd64", "arm64")
+_ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "x64": "amd64", "aarch64": "arm64"}
+SUITE_PYTHON = {"bookworm": "3.11", "trixie": "3.13"}
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _relative_problem(text: str) -> str | None:
+    pure = PurePosixPath(text)
+    if pure.is_absolute() or text.startswith("~"):
+        return "must be relative to the directory of omi.yaml"
+    if ".." in pure.parts:
+        return "must stay inside the directory of omi.yaml (no '..')"
+    return None
+
+
+def _check_entrypoint(model: dict[str, Any], base: FsPath, report: Reporter) -> str | None:
+    entry = model.get("entrypoint")
+    if not isinstance(entry, str) or ":" not in entry or not entry.split(":")[0].endswith(".py"):
+        return None
+    file_name, class_name = entry.rsplit(":", 1)
+    path: Path = ("model", "entrypoint")
+    problem = _relative_problem(file_name)
+    if problem:
+        report.add(path, f"'{file_name}' {problem}")
+        return None
+    source_file = base / file_name
+    if not source_file.is_file():
+        report.add(path, f"'{file_name}' does not exist next to omi.yaml; create it or fix the path")
+        return None
+    try:
+        tree = ast.parse(source_file.read_bytes(), filename=file_name)
+    except (SyntaxError, ValueError) as exc:
+        line = getattr(exc, "lineno", None) or 0
+        report.add(path, f"'{file_name}' is not valid Python (line {line}): {exc.args[0]}")
+        return file_name
+    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+    found = classes.get(class_name)
+    if found is None:
+        did_you_mean = suggest(class_name, classes)
+        report.add(path, f"'{file_name}' defines no class '{class_name}'{did_you_mean}")
+        return file_name
+    methods = {
+        node.name
+        for node in found.body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+    if not found.bases and "predict" not in methods:
+        report.add(
+            path,
+            f"class '{class_name}' has no predict method; add 'def predict(self, inputs)' "
+            "that answers a batch",
+        )
+    return file_name
+
+
+def _check_files(model: dict[str, Any], base: FsPath, entry_file: str | None, report: Reporter) -> None:
+    covered = False
+    for index, pattern in enumerate(_list(model.get("files"))):
+        if not isinstance(pattern, str) or not pattern:
+            continue
+        path: Path = ("model", "files", index)
+        problem = _relative_problem(pattern)
+        if problem:
+            report.add(path, f"'{pattern}' {problem}")
+            continue
+        matches = [match for match in base.glob(pattern) if match.is_file()]
+        if not matches:
+            report.add(path, f"'{pattern}' matches no file; check the name or remove the pattern")
+        if entry_file is not None and (base / entry_file) in matches:
+            covered = True
+    if entry_file is not None and not covered and _list(model.get("files")):
+        report.add(
+            ("model", "files"),
+            f"the entrypoint file '{entry_file}' is not among the files; add it to model.files",
+        )
+
+
+def _unique_names(section: str, tensors: list[Any], report: Reporter) -> dict[str, dict[str, Any]]:
+    by_name: dict[str, dict[str, Any]] = {}
+    for index, tensor in enumerate(tensors):
+        name = _dict(tensor).get("name")
+        if not isinstance(name, str):
+            continue
+        if name in by_name:
+            report.add(("model", section, index, "name"), f"'{name}' is declared twice; rename one")
+        else:
+            by_name[name] = tensor
+    return by_name
+
+
+def _shape_of(value: Any) -> tuple[list[int], bool]:
+    """The shape of a nested list and whether it is rectangular."""
+    if not isinstance(value, list):
+        return [], True
+    if not value:
+        return [0], True
+    inner = [_shape_of(item) for item in value]
+    first = inner[0][0]
+    regular = all(ok and shape == first for shape, ok in inner)
+    return [len(value), *first], regular
+
+
+def _leaves(value: Any) -> Iterator[Any]:
+    if isinstance(value, list):
+        for item in value:
+            yield from _leaves(item)
+    else:
+        yield value
+
+
+def _leaf_fits(datatype: str, leaf: Any) -> bool:
+    if datatype == "BOOL":
+        return isinstance(leaf, bool)
+    if datatype == "BYTES":
+        return isinstance(leaf, str)
+    if isinstance(leaf, bool):
+        return False
+    if datatype.startswith(("INT", "UINT")):
+        return isinstance(leaf, int) and (datatype.startswith("INT") or leaf >= 0)
+    return isinstance(leaf, int | float)
+
+
+def _check_tensor_value(path: Path, tensor: dict[str, Any], value: Any, report: Reporter) -> None:
+    datatype = tensor.get("datatype")
+    declared = tensor.get("shape")
+    if not isinstance(datatype, str) or not isinstance(declared, list):
+        return
+    shape, regular = _shape_of(value)
+    if not regular:
+        report.add(path, "rows have different lengths; a tensor must be rectangular")
+        return
+    if len(shape) != len(declared) or any(
+        isinstance(want, int) and want != -1 and want != got
+        for want, got in zip(declared, shape, strict=False)
+    ):
+        shown = "x".join(str(dim) for dim in shape) or "a single value"
+        wanted = "x".join("N" if dim == -1 else str(dim) for dim in declared)
+        report.add(path, f"has shape {shown}, but the tensor is declared as {wanted}")
+        return
+    for leaf in _leaves(value):
+        if not _leaf_fits(datatype, leaf):
+            report.add(path, f"holds {leaf!r}, which is not a {datatype} value")
+            return
+
+
+def _check_examples(
+    model: dict[str, Any],
+    inputs: dict[str, dict[str, Any]],
+    outputs: dict[str, dict[str, Any]],
+    report: Reporter,
+) -> None:
+    for index, example in enumerate(_list(model.get("examples"))):
+        example_dict = _dict(example)
+        for section, declared in (("inputs", inputs), ("outputs", outputs)):
+            given = example_dict.get(section)
+            if not isinstance(given, dict):
+                continue
+            for name, value in given.items():
+                path: Path = ("model", "examples", index, section, name)
+                if name not in declared:
+                    report.add(
+                        path,
+                        f"no {section[:-1]} named '{name}' is declared{suggest(name, declared)}",
+                        at_key=True,
+                    )
+                    continue
+                _check_tensor_value(path, declared[name], value, report)
+            if section == "inputs":
+                for name in declared:
+                    if name not in given:
+                        report.add(
+                            ("model", "examples", index, "inputs"),
+                            f"input '{name}' is missing from this example",
+                        )
+
+
+def _check_model(data: dict[str, Any], base: FsPath, report: Reporter) -> None:
+    model = _dict(data.get("model"))
+    entry_file = _check_entrypoint(model, base, report)
+    _check_files(model, base, entry_file, report)
+    inputs = _unique_names("inputs", _list(model.get("inputs")), report)
+    outputs = _unique_names("outputs", _list(model.get("outputs")), report)
+    _check_examples(model, inputs, outputs, report)
+
+
+def _check_platform(path: Path, platform: str, report: Reporter) -> None:
+    parts = platform.split("/")
+    if len(parts) < 2:
+        return
+    os_name, arch = parts[0], parts[1]
+    if os_name != "linux":
+        report.add(path, f"'{platform}': only linux images are built; write linux/{arch}")
+        return
+    if arch not in SUPPORTED_ARCHITECTURES:
+        fix = _ARCH_ALIASES.get(arch)
+        advice = (
+            f"; did you mean 'linux/{fix}'?"
+            if fix
+            else suggest(arch, SUPPORTED_ARCHITECTURES)
+            or f"; supported: {', '.join('linux/' + a for a in SUPPORTED_ARCHITECTURES)}"
+        )
+        report.add(path, f"'{platform}' is not a supported platform{advice}")
+        return
+    if len(parts) == 3 and not (arch == "arm64" and parts[2] == "v8"):
+        report.add(path, f"'{platform}': unknown variant '{parts[2]}' for {arch}")
+
+
+def _check_requirements(path: Path, requirements: list[Any], report: Reporter) -> None:
+    for index, text in enumerate(requirements):
+        if not isinstance(text, str):
+            continue
+        try:
+            Requirement(text)
+        except InvalidRequirement as exc:
+            first_line = str(exc).splitlines()[0]
+            report.add((*path, index), f"'{text}' is not a valid requirement: {first_line}")
+
+
+def _check_targets(data: dict[str, Any], report: Reporter) -> None:
+    for name, target in _dict(data.get("targets")).items():
+        target_dict = _dict(target)
+        path: Path = ("targets", name)
+        accelerator = target_dict.get("accelerator")
+        if accelerator == "cuda" and "cuda" not in target_dict:
+            report.add(path, "a cuda target needs a CUDA version; add cuda: \"12.4\" (for example)", at_key=True)
+        if accelerator == "cpu" and "cuda" in target_dict:
+            report.add((*path, "cuda"), "a cpu target takes no CUDA version; remove it or set accelerator: cuda", at_key=True)
+        for index, platform in enumerate(_list(target_dict.get("platforms"))):
+            if isinstance(platform, str):
+                _check_platform((*path, "platforms", index), platform, report)
+        _check_requirements((*path, "requirements"), _list(target_dict.get("requirements")), report)
+
+
+def _check_python(data: dict[str, Any], base: FsPath, report: Reporter) -> None:
+    python = _dict(data.get("python"))
+    _check_requirements(("python", "requirements"), _list(python.get("requirements")), report)
+    req_file = python.get("requirements_file")
+    if isinstance(req_file, str) and req_file:
+        problem = _relative_problem(req_file)
+        if problem:
+            report.add(("python", "requirements_file"), f"'{req_file}' {problem}")
+        elif not (base / req_file).is_file():
+            report.add(("python", "requirements_file"), f"'{req_file}' does not exist next to omi.yaml")
+    base_section = _dict(_dict(data.get("build")).get("base"))
+    version = python.get("version")
+    if "image" in base_section or not isinstance(version, str):
+        return
+    suite = base_section.get("debian", "bookworm")
+    wanted = SUITE_PYTHON.get(suite) if isinstance(suite, str) else None
+    if wanted is not None and version != wanted:
+        others = [s for s, v in SUITE_PYTHON.items() if v == version]
+        fix = f" or build.base.debian to {others[0]}" if others else ""
+        report.add(
+            ("python", "version"),
+            f"Debian {suite} ships Python {wanted}, not {version}; set python.version to \"{wanted}\"{fix}",
+        )
+
+
+@cache
+def _spdx() -> Any:
+    from license_expression import get_spdx_licensing  # noqa: PLC0415 - 100 ms, only when used
+
+    return get_spdx_licensing()
+
+
+def _check_licenses(data: dict[str, Any], report: Reporter) -> None:
+    license_text = _dict(data.get("metadata")).get("license")
+    if isinstance(license_text, str) and license_text.strip():
+        info = _spdx().validate(license_text)
+        if info.errors:
+            report.add(("metadata", "license"), f"'{license_text}' is not a valid SPDX expression: {'; '.join(info.errors)}")
+    policy = _dict(_dict(data.get("security")).get("licenses"))
+    lists = {key: _list(policy.get(key)) for key in ("allow", "deny")}
+    known = _spdx().known_symbols
+    for key, ids in lists.items():
+        for index, license_id in enumerate(ids):
+            if isinstance(license_id, str) and license_id not in known:
+                names = [str(symbol) for symbol in known]
+                report.add(("security", "licenses", key, index), f"'{license_id}' is not an SPDX license identifier{suggest(license_id, names)}")
+    both = set(map(str, lists["allow"])) & set(map(str, lists["deny"]))
+    for license_id in sorted(both):
+        index = lists["deny"].index(license_id)
+        report.add(("security", "licenses", "deny", index), f"'{license_id}' is both allowed and denied; keep it in one list")
+
+
+def _check_signing(data: dict[str, Any], base: FsPath, report: Reporter) -> None:
+    key = _dict(_dict(data.get("security")).get("signing")).get("public_key")
+    if isinstance(key, str) and key:
+        path: Path = ("security", "signing", "public_key")
+        problem = _relative_problem(key)
+        if problem:
+            report.add(path, f"'{key}' {problem}")
+        elif not (base / key).is_file():
+            report.add(path, f"'{key}' does not exist next to omi.yaml")
+
+
+def check(data: Any, base: FsPath, report: Reporter) -> None:
+    """Report every semantic problem in `data`, whose files live under `base`."""
+    if not isinstance(data, dict):
+        return
+    _check_model(data, base, report)
+    _check_python(data, base, report)
+    _check_targets(data, report)
+    _check_licenses(data, report)
+    _check_signing(data, base, report)
