@@ -36,5 +36,5 @@ def query(arguments: Iterable[str], cwd: Path | None = None) -> list[workspace.S
 
 
 def init(directory: Path, *, force: bool = False) -> list[Path]:
-    """Write a starter omi.yaml (and model.py, if missing) that validates; return what was written."""
+    """Write a starter omi.yaml (and model.py, if missing); return the files written."""
     return scaffold.write(directory, force=force)

@@ -23,9 +23,7 @@ exit codes:
   2  manifest problems, or a command-line usage error
 """
 
-LABEL_HELP = (
-    "a directory, an omi.yaml, or a label: //pkg:target, //pkg, //pkg/..., //..., :target"
-)
+LABEL_HELP = "a directory, an omi.yaml, or a label: //pkg:target, //pkg, //pkg/..., //..., :target"
 
 
 class _Streams:
@@ -111,7 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
         "when GITHUB_ACTIONS=true",
     )
     common.add_argument(
-        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
         help="show tracebacks on errors",
     )
     parser = argparse.ArgumentParser(
@@ -127,23 +128,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add(name: str, handler: Command, help_text: str) -> argparse.ArgumentParser:
         command = sub.add_parser(
-            name, help=help_text, description=help_text, parents=[common],
-            epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
+            name,
+            help=help_text,
+            description=help_text,
+            parents=[common],
+            epilog=EXIT_CODES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         command.set_defaults(handler=handler)
         return command
 
     validate = add(
-        "validate", _cmd_validate,
+        "validate",
+        _cmd_validate,
         "check omi.yaml files against the schema and the files they name; "
         "report every problem as file:line:col: field: message",
     )
     validate.add_argument(
-        "targets", nargs="*", metavar="PATH|LABEL",
+        "targets",
+        nargs="*",
+        metavar="PATH|LABEL",
         help=f"{LABEL_HELP} (default: the package here, else every package below)",
     )
     add("schema", _cmd_schema, "print the omi.yaml JSON Schema (draft 2020-12)")
-    init = add("init", _cmd_init, "write a commented starter omi.yaml (and model.py) that validates")
+    init = add(
+        "init", _cmd_init, "write a commented starter omi.yaml (and model.py) that validates"
+    )
     init.add_argument("directory", nargs="?", default=".", metavar="DIR", help="default: .")
     init.add_argument("--force", action="store_true", help="overwrite an existing omi.yaml")
     query = add("query", _cmd_query, "list the targets that labels select, one label a line")
@@ -151,7 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
     """Run omi-build with `argv`; return the exit code. Only this module prints."""
     io = _Streams(out or sys.stdout, err or sys.stderr)
     args = build_parser().parse_args(argv)

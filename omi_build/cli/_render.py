@@ -51,15 +51,13 @@ def error(exc: OmiError, *, fmt: str, out: TextIO, err: TextIO) -> None:
             payload["hint"] = exc.hint
         out.write(json.dumps(payload, indent=2) + "\n")
     else:
-        for issue in issues:
-            err.write(f"{issue}\n")
+        err.writelines(f"{issue}\n" for issue in issues)
         files = len({issue.file for issue in issues})
         summary = f"{exc} ({files} file{'s' if files != 1 else ''})" if issues else str(exc)
         err.write(f"error: {summary}\n")
         if exc.hint:
             err.write(f"hint: {exc.hint}\n")
     if in_github_actions():
-        for issue in issues:
-            out.write(github_annotation(issue) + "\n")
+        out.writelines(github_annotation(issue) + "\n" for issue in issues)
         if not issues:
             out.write(f"::error title=omi-build::{_escape_data(str(exc))}\n")

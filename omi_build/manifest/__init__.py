@@ -63,7 +63,13 @@ def load(path: str | os.PathLike[str]) -> Manifest:
         before = raw[: exc.start]
         line = before.count(b"\n") + 1
         col = exc.start - (before.rfind(b"\n") + 1) + 1
-        issue = Issue(file=name, line=line, col=col, field="", message="not UTF-8 text; save the file as UTF-8")
+        issue = Issue(
+            file=name,
+            line=line,
+            col=col,
+            field="",
+            message="not UTF-8 text; save the file as UTF-8",
+        )
         raise ManifestError([issue]) from exc
     issues, data = check_text(text, file=name, base=file.parent)
     if issues:

@@ -7,7 +7,9 @@ the author sees every problem at once.
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
+import difflib
+import re
+from collections.abc import Iterable, Iterator
 from functools import cache
 from pathlib import Path as FsPath
 from pathlib import PurePosixPath
@@ -52,7 +54,9 @@ def _check_entrypoint(model: dict[str, Any], base: FsPath, report: Reporter) -> 
         return None
     source_file = base / file_name
     if not source_file.is_file():
-        report.add(path, f"'{file_name}' does not exist next to omi.yaml; create it or fix the path")
+        report.add(
+            path, f"'{file_name}' does not exist next to omi.yaml; create it or fix the path"
+        )
         return None
     try:
         tree = ast.parse(source_file.read_bytes(), filename=file_name)
@@ -67,9 +71,7 @@ def _check_entrypoint(model: dict[str, Any], base: FsPath, report: Reporter) -> 
         report.add(path, f"'{file_name}' defines no class '{class_name}'{did_you_mean}")
         return file_name
     methods = {
-        node.name
-        for node in found.body
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        node.name for node in found.body if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
     }
     if not found.bases and "predict" not in methods:
         report.add(
@@ -80,7 +82,9 @@ def _check_entrypoint(model: dict[str, Any], base: FsPath, report: Reporter) -> 
     return file_name
 
 
-def _check_files(model: dict[str, Any], base: FsPath, entry_file: str | None, report: Reporter) -> None:
+def _check_files(
+    model: dict[str, Any], base: FsPath, entry_file: str | None, report: Reporter
+) -> None:
     covered = False
     for index, pattern in enumerate(_list(model.get("files"))):
         if not isinstance(pattern, str) or not pattern:
@@ -157,7 +161,7 @@ def _check_tensor_value(path: Path, tensor: dict[str, Any], value: Any, report: 
         report.add(path, "rows have different lengths; a tensor must be rectangular")
         return
     if len(shape) != len(declared) or any(
-        isinstance(want, int) and want != -1 and want != got
+        isinstance(want, int) and want not in {-1, got}
         for want, got in zip(declared, shape, strict=False)
     ):
         shown = "x".join(str(dim) for dim in shape) or "a single value"
@@ -249,9 +253,17 @@ def _check_targets(data: dict[str, Any], report: Reporter) -> None:
         path: Path = ("targets", name)
         accelerator = target_dict.get("accelerator")
         if accelerator == "cuda" and "cuda" not in target_dict:
-            report.add(path, "a cuda target needs a CUDA version; add cuda: \"12.4\" (for example)", at_key=True)
+            report.add(
+                path,
+                'a cuda target needs a CUDA version; add cuda: "12.4" (for example)',
+                at_key=True,
+            )
         if accelerator == "cpu" and "cuda" in target_dict:
-            report.add((*path, "cuda"), "a cpu target takes no CUDA version; remove it or set accelerator: cuda", at_key=True)
+            report.add(
+                (*path, "cuda"),
+                "a cpu target takes no CUDA version; remove it or set accelerator: cuda",
+                at_key=True,
+            )
         for index, platform in enumerate(_list(target_dict.get("platforms"))):
             if isinstance(platform, str):
                 _check_platform((*path, "platforms", index), platform, report)
@@ -267,7 +279,9 @@ def _check_python(data: dict[str, Any], base: FsPath, report: Reporter) -> None:
         if problem:
             report.add(("python", "requirements_file"), f"'{req_file}' {problem}")
         elif not (base / req_file).is_file():
-            report.add(("python", "requirements_file"), f"'{req_file}' does not exist next to omi.yaml")
+            report.add(
+                ("python", "requirements_file"), f"'{req_file}' does not exist next to omi.yaml"
+            )
     base_section = _dict(_dict(data.get("build")).get("base"))
     version = python.get("version")
     if "image" in base_section or not isinstance(version, str):
@@ -279,7 +293,8 @@ def _check_python(data: dict[str, Any], base: FsPath, report: Reporter) -> None:
         fix = f" or build.base.debian to {others[0]}" if others else ""
         report.add(
             ("python", "version"),
-            f"Debian {suite} ships Python {wanted}, not {version}; set python.version to \"{wanted}\"{fix}",
+            f"Debian {suite} ships Python {wanted}, not {version}; "
+            f'set python.version to "{wanted}"{fix}',
         )
 
 
@@ -290,24 +305,49 @@ def _spdx() -> Any:
     return get_spdx_licensing()
 
 
+def _normalise_license(text: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", text.lower()).replace("only", "")
+
+
+def _suggest_license(text: str, known: Iterable[str]) -> str:
+    by_key: dict[str, str] = {}
+    for name in known:
+        if name.upper() == name.upper().replace("+", "") and not name.startswith("LicenseRef"):
+            by_key.setdefault(_normalise_license(name), name)
+    key = _normalise_license(text)
+    if key in by_key:
+        return f"; did you mean '{by_key[key]}'?"
+    matches = difflib.get_close_matches(key, list(by_key), n=1, cutoff=0.75)
+    return f"; did you mean '{by_key[matches[0]]}'?" if matches else " (see the SPDX license list)"
+
+
 def _check_licenses(data: dict[str, Any], report: Reporter) -> None:
     license_text = _dict(data.get("metadata")).get("license")
     if isinstance(license_text, str) and license_text.strip():
         info = _spdx().validate(license_text)
         if info.errors:
-            report.add(("metadata", "license"), f"'{license_text}' is not a valid SPDX expression: {'; '.join(info.errors)}")
+            report.add(
+                ("metadata", "license"),
+                f"'{license_text}' is not a valid SPDX expression: {'; '.join(info.errors)}",
+            )
     policy = _dict(_dict(data.get("security")).get("licenses"))
     lists = {key: _list(policy.get(key)) for key in ("allow", "deny")}
     known = _spdx().known_symbols
     for key, ids in lists.items():
         for index, license_id in enumerate(ids):
             if isinstance(license_id, str) and license_id not in known:
-                names = [str(symbol) for symbol in known]
-                report.add(("security", "licenses", key, index), f"'{license_id}' is not an SPDX license identifier{suggest(license_id, names)}")
+                report.add(
+                    ("security", "licenses", key, index),
+                    f"'{license_id}' is not an SPDX license identifier"
+                    + _suggest_license(license_id, known),
+                )
     both = set(map(str, lists["allow"])) & set(map(str, lists["deny"]))
     for license_id in sorted(both):
         index = lists["deny"].index(license_id)
-        report.add(("security", "licenses", "deny", index), f"'{license_id}' is both allowed and denied; keep it in one list")
+        report.add(
+            ("security", "licenses", "deny", index),
+            f"'{license_id}' is both allowed and denied; keep it in one list",
+        )
 
 
 def _check_signing(data: dict[str, Any], base: FsPath, report: Reporter) -> None:

@@ -9,7 +9,7 @@ from jsonschema import Draft202012Validator, ValidationError
 
 from omi_build.resources import schema
 
-from ._report import Reporter, describe, suggest
+from ._report import Reporter, describe, field_name, suggest
 from ._yaml import Path
 
 _VOCABULARY = {
@@ -20,6 +20,27 @@ _VOCABULARY = {
     "number": "a number",
     "boolean": "true or false",
     "null": "nothing",
+}
+
+# Names people reach for from numpy, torch and Triton's config files.
+_ALIASES = {
+    "FLOAT": "FP32",
+    "FLOAT32": "FP32",
+    "FLOAT64": "FP64",
+    "DOUBLE": "FP64",
+    "FLOAT16": "FP16",
+    "HALF": "FP16",
+    "TYPE_FP32": "FP32",
+    "STRING": "BYTES",
+    "STR": "BYTES",
+    "TYPE_STRING": "BYTES",
+    "BOOLEAN": "BOOL",
+    "INT": "INT64",
+    "LONG": "INT64",
+    "BYTE": "UINT8",
+    "X86_64": "amd64",
+    "AARCH64": "arm64",
+    "GPU": "cuda",
 }
 
 
@@ -38,7 +59,8 @@ def _report(error: ValidationError, report: Reporter, skip: set[Path]) -> None:
     if path in skip:
         return  # the YAML stage already explained this value
     kind = error.validator
-    value = error.instance
+    value: Any = error.instance
+    rule: Any = error.validator_value
     sub = error.schema if isinstance(error.schema, dict) else {}
     hint = sub.get("x-hint")
 
@@ -48,9 +70,9 @@ def _report(error: ValidationError, report: Reporter, skip: set[Path]) -> None:
         report.add(key_path, f"'{value}' is not a valid name: {hint or error.message}", at_key=True)
         return
     if kind == "required":
-        for name in error.validator_value:
+        for name in rule:
             if isinstance(value, dict) and name not in value:
-                where = f"under '{path[-1]}'" if path else "at the top level"
+                where = f"under {field_name(path)}" if path else "at the top level"
                 report.add((*path, name), f"required field is missing; add '{name}:' {where}")
         return
     if kind == "additionalProperties" and isinstance(value, dict):
@@ -63,48 +85,59 @@ def _report(error: ValidationError, report: Reporter, skip: set[Path]) -> None:
             )
             report.add((*path, key), f"unknown field{hint_text}", at_key=True)
         return
+    if kind == "type" and not path:
+        report.add(
+            path,
+            "the manifest must be a mapping of sections (apiVersion, kind, metadata, model, ...), "
+            f"not {describe(value)}",
+        )
+        return
     if kind == "type":
-        message = f"expected {_expected(error.validator_value)}, got {describe(value)}"
+        message = f"expected {_expected(rule)}, got {describe(value)}"
         source = report.doc.sources.get(path)
-        if "string" in error.validator_value and source is not None:
+        if "string" in rule and source is not None:
             message += f'; write "{source}" in quotes'
         report.add(path, message)
         return
     if kind == "enum":
-        choices = [str(choice) for choice in error.validator_value]
-        did_you_mean = suggest(str(value), choices)
+        choices = [str(choice) for choice in rule]
+        alias = _ALIASES.get(str(value).upper())
+        did_you_mean = (
+            f"; did you mean '{alias}'?" if alias in choices else suggest(str(value), choices)
+        )
         report.add(path, f"'{value}' is not one of {', '.join(choices)}{did_you_mean}")
         return
     if kind == "const":
-        report.add(path, f"must be '{error.validator_value}', not {describe(value)}")
+        report.add(path, f"must be '{rule}', not {describe(value)}")
         return
     if kind == "pattern":
         report.add(path, f"'{value}' is not valid: {hint}" if hint else error.message)
         return
-    if kind in {"minItems", "minProperties", "minLength"} and error.validator_value == 1:
+    if kind in {"minItems", "minProperties", "minLength"} and rule == 1:
         report.add(path, "must not be empty")
         return
     if kind == "minItems":
-        report.add(path, f"needs at least {error.validator_value} items")
+        report.add(path, f"needs at least {rule} items")
         return
     if kind == "maxItems":
-        report.add(path, f"has {len(value)} items; at most {error.validator_value} are allowed")
+        report.add(path, f"has {len(value)} items; at most {rule} are allowed")
         return
     if kind == "maxLength":
-        report.add(path, f"is longer than {error.validator_value} characters")
+        report.add(path, f"is longer than {rule} characters")
         return
     if kind == "uniqueItems" and isinstance(value, list):
         seen: list[Any] = []
         for index, item in enumerate(value):
             if item in seen:
-                report.add((*path, index), f"{describe(item)} is listed twice; remove one")
+                shown = f"'{item}'" if isinstance(item, str) else describe(item)
+                report.add((*path, index), f"{shown} is listed twice; remove one")
             else:
                 seen.append(item)
         return
     if kind == "not":
-        inner = error.validator_value
-        message = (inner.get("x-hint") if isinstance(inner, dict) else None) or sub.get("x-hint")
-        report.add(path, message or error.message, at_key=bool(path))
+        inner = rule
+        not_hint = (inner.get("x-hint") if isinstance(inner, dict) else None) or hint
+        report.add(path, not_hint or error.message, at_key=bool(path))
         return
     if kind in {"oneOf", "anyOf"} and error.context:
         best = min(error.context, key=lambda e: (len(e.absolute_path), str(e.message)))

@@ -39,7 +39,7 @@ _INF = re.compile(r"^[-+]?\.(?:inf|Inf|INF)$")
 _NAN = re.compile(r"^\.(?:nan|NaN|NAN)$")
 
 # Plain scalars that YAML 1.1 and YAML 1.2 read differently.
-_YAML11_BOOL = re.compile(r"^(?:yes|Yes|YES|no|No|NO|on|On|ON|off|Off|OFF|y|Y|n|N)$")
+_YAML11_BOOL = re.compile(r"^(?:yes|Yes|YES|no|No|NO|on|On|ON|off|Off|OFF)$")
 _LEADING_ZERO = re.compile(r"^[-+]?0[0-9]+$")
 _EXPONENT_NO_DOT = re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$")
 _SEXAGESIMAL = re.compile(r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$")
@@ -49,7 +49,7 @@ _BINARY_OR_UNDERSCORE = re.compile(r"^[-+]?(?:0b[01_]+|[0-9][0-9_]*_[0-9_]*(?:\.
 _MAX_NODES = 200_000
 
 
-class _Loader(Reader, Scanner, Parser, Composer, BaseResolver):  # type: ignore[misc]
+class _Loader(Reader, Scanner, Parser, Composer, BaseResolver):
     def __init__(self, stream: str) -> None:
         Reader.__init__(self, stream)
         Scanner.__init__(self)
@@ -105,7 +105,8 @@ def _tab_problems(text: str) -> list[Problem]:
                     number,
                     indent.index("\t") + 1,
                     (),
-                    "tab in indentation; YAML indents with spaces only: replace the tab with spaces",
+                    "tab in indentation; YAML indents with spaces only: "
+                    "replace the tab with spaces",
                 )
             )
     return problems
@@ -113,10 +114,10 @@ def _tab_problems(text: str) -> list[Problem]:
 
 def _ambiguity(text: str) -> str | None:
     if _YAML11_BOOL.match(text):
-        boolean = "true" if text.lower() in {"yes", "on", "y"} else "false"
+        boolean = "true" if text.lower() in {"yes", "on"} else "false"
         return (
             f"'{text}' is a boolean in YAML 1.1 but text in YAML 1.2; "
-            f"write {boolean} for a boolean, or \"{text}\" in quotes for text"
+            f'write {boolean} for a boolean, or "{text}" in quotes for text'
         )
     if _LEADING_ZERO.match(text):
         return (
@@ -124,9 +125,11 @@ def _ambiguity(text: str) -> str | None:
             f'write {int(text)} or 0o{text.lstrip("+-0") or "0"}, or "{text}" in quotes for text'
         )
     if _EXPONENT_NO_DOT.match(text):
+        number = float(text)
+        shown = str(int(number)) if number.is_integer() and abs(number) < 1e18 else repr(number)
         return (
             f"'{text}' is text in YAML 1.1 but a number in YAML 1.2; "
-            f'write {float(text)!r} for a number, or "{text}" in quotes for text'
+            f'write {shown} for a number, or "{text}" in quotes for text'
         )
     if _SEXAGESIMAL.match(text) or _BINARY_OR_UNDERSCORE.match(text):
         return (
@@ -146,9 +149,9 @@ def _plain_value(text: str) -> Any:
     if _INT10.match(text):
         return int(text)
     if _INT8.match(text):
-        return int(text[2:], 8)
+        return int(text, 0)
     if _INT16.match(text):
-        return int(text[2:], 16)
+        return int(text, 0)
     if _FLOAT.match(text):
         return float(text)
     if _INF.match(text):
@@ -193,8 +196,14 @@ class _Converter:
     def _explicit_tag(self, node: Node, path: Path, allowed: str) -> None:
         if node.tag != allowed:
             line, col = _pos(node)
+            shown = node.tag.replace("tag:yaml.org,2002:", "!!")
             self.doc.problems.append(
-                Problem(line, col, path, f"explicit tag '{node.tag.replace('tag:yaml.org,2002:', '!!')}' is not allowed; remove it")
+                Problem(
+                    line,
+                    col,
+                    path,
+                    f"explicit tag '{shown}' is not allowed; remove it",
+                )
             )
 
     def _scalar(self, node: ScalarNode, path: Path) -> Any:
@@ -217,7 +226,9 @@ class _Converter:
             if not isinstance(key_node, ScalarNode):
                 line, col = _pos(key_node)
                 self.doc.problems.append(
-                    Problem(line, col, path, "a mapping key must be plain text, not a mapping or list")
+                    Problem(
+                        line, col, path, "a mapping key must be plain text, not a mapping or list"
+                    )
                 )
                 continue
             key = str(key_node.value)
@@ -260,6 +271,13 @@ def parse(text: str) -> Document:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = exc.problem or exc.context or "invalid YAML"
+        if "another document" in problem:
+            problem = "a manifest is one YAML document; remove the '---' and what follows it"
+        elif exc.context and exc.context_mark and exc.problem_mark:
+            start = exc.context_mark
+            problem += (
+                f" ({exc.context} started at line {start.line + 1}, column {start.column + 1})"
+            )
         return Document(data=None, problems=[Problem(line, col, (), f"invalid YAML: {problem}")])
     except yaml.YAMLError as exc:
         return Document(data=None, problems=[Problem(1, 1, (), f"invalid YAML: {exc}")])
@@ -267,7 +285,9 @@ def parse(text: str) -> Document:
         loader.dispose()
     doc = Document(data=None)
     if root is None:
-        doc.problems.append(Problem(1, 1, (), "the file is empty; run 'omi-build init' for a start"))
+        doc.problems.append(
+            Problem(1, 1, (), "the file is empty; run 'omi-build init' for a start")
+        )
         return doc
     doc.data = _Converter(doc).convert(root, ())
     return doc

@@ -1,0 +1,65 @@
+# omi-build: the one entry point for developers and CI. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TESTS ?=
+PYTEST_ARGS := $(if $(TESTS),-k "$(TESTS)",)
+# Debian packages the integration tests and the main job call (daemonless container tools).
+DEBIAN_PACKAGES := buildah skopeo umoci runc gpgv debian-archive-keyring ca-certificates
+
+.PHONY: generate help deps dev lint fmt test test-integration check demo bench update-golden clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+deps: ## install the Debian packages omi-build drives (needs root; skips what is present)
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+dev: $(BIN)/.installed ## create .venv with omi-build (editable) and the dev tools
+
+fmt: dev ## format the code
+	$(BIN)/ruff format omi_build tests examples bench
+	$(BIN)/ruff check --fix omi_build tests examples bench
+
+lint: dev ## ruff, mypy (strict), import contracts, schema self-check
+	$(BIN)/ruff format --check omi_build tests examples bench
+	$(BIN)/ruff check omi_build tests examples bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/python -c "import json, jsonschema; jsonschema.Draft202012Validator.check_schema(json.load(open('schemas/omi.schema.json')))"
+
+test: dev ## unit and golden tests: fast and offline (TESTS=pattern filters)
+	$(BIN)/pytest -m "not integration" $(PYTEST_ARGS)
+
+test-integration: deps dev ## tests that build, run and call real images (network, container tools)
+	$(BIN)/pytest -m integration $(PYTEST_ARGS)
+
+check: deps dev lint ## everything CI runs: lint, then every test
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+demo: deps dev ## the main job: validate, lock and build the iris example
+	$(BIN)/omi-build validate examples/iris-sklearn
+
+bench: deps dev ## print the benchmark figures (bench/*.py)
+	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+generate: dev ## regenerate the runtime gRPC stubs from protos/
+	$(BIN)/python -m omi_build.protogen
+
+update-golden: dev ## rewrite the golden files from the current output; review the diff
+	OMI_UPDATE_GOLDEN=1 $(BIN)/pytest -q tests/test_manifest_corpus.py
+
+clean: ## remove the virtual environment and caches
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,3 @@
+class Model:
+    def predict(self, inputs)
+        return inputs

@@ -1,0 +1,132 @@
+"""The CLI in-process: exit codes, renderers, and every verb."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from omi_build.cli import main
+from omi_build.manifest._yaml import parse
+from tests.conftest import EXAMPLES, REPO
+
+BAD = REPO / "tests/manifests/invalid/many-problems-sorted"
+
+
+def run(args: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(args, out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(autouse=True)
+def _no_github(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
+
+
+def test_validate_example_succeeds() -> None:
+    code, out, err = run(["validate", str(EXAMPLES / "iris-sklearn")])
+    assert (code, err) == (0, "")
+    assert "iris-classifier 1.0.0" in out
+
+
+def test_validate_reports_all_problems_sorted_and_exits_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(BAD)
+    code, out, err = run(["validate"])
+    assert code == 2
+    assert out == ""
+    lines = err.splitlines()
+    assert len(lines) == 6
+    positions = [tuple(map(int, line.split(":")[1:3])) for line in lines[:-1]]
+    assert positions == sorted(positions)
+    assert lines[-1] == "error: 5 problems in the manifest (1 file)"
+
+
+def test_validate_json_format(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(BAD)
+    code, out, _ = run(["--format", "json", "validate"])
+    payload = json.loads(out)
+    assert code == 2
+    assert payload["ok"] is False
+    assert payload["issues"][2] == {
+        "file": "omi.yaml",
+        "line": 16,
+        "col": 9,
+        "field": "serving.port",
+        "message": "70000 is greater than the maximum of 65535",
+    }
+
+
+def test_format_after_the_verb_works_too() -> None:
+    code, out, _ = run(["validate", "--format", "json", str(EXAMPLES / "iris-sklearn")])
+    assert code == 0
+    assert json.loads(out)["manifests"][0]["name"] == "iris-classifier"
+
+
+def test_github_actions_annotations(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(BAD)
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    code, out, _ = run(["validate"])
+    assert code == 2
+    annotations = out.splitlines()
+    assert len(annotations) == 5
+    assert annotations[2] == (
+        "::error file=omi.yaml,line=16,col=9,title=omi.yaml::"
+        "serving.port: 70000 is greater than the maximum of 65535"
+    )
+
+
+def test_missing_manifest_exits_1_with_hint(tmp_path: Path) -> None:
+    code, _, err = run(["validate", str(tmp_path)])
+    assert code == 1
+    assert "no omi.yaml" in err
+    assert "hint: run 'omi-build init" in err
+
+
+def test_usage_error_exits_2() -> None:
+    with pytest.raises(SystemExit) as exc:
+        run(["frobnicate"])
+    assert exc.value.code == 2
+
+
+def test_schema_prints_a_valid_2020_12_schema_that_examples_satisfy() -> None:
+    code, out, _ = run(["schema"])
+    assert code == 0
+    printed = json.loads(out)
+    Draft202012Validator.check_schema(printed)
+    for manifest in EXAMPLES.glob("*/omi.yaml"):
+        doc = parse(manifest.read_text())
+        assert list(Draft202012Validator(printed).iter_errors(doc.data)) == []
+
+
+def test_init_writes_a_manifest_that_validates(tmp_path: Path) -> None:
+    target = tmp_path / "My Model"
+    code, out, _ = run(["init", str(target)])
+    assert code == 0
+    assert "wrote" in out
+    assert run(["validate", str(target)])[0] == 0
+    assert "name: my-model" in (target / "omi.yaml").read_text()
+    code, _, err = run(["init", str(target)])
+    assert code == 1
+    assert "--force" in err
+    assert run(["init", "--force", str(target)])[0] == 0
+
+
+def test_query_lists_labels(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    code, out, _ = run(["query", "//examples/..."])
+    assert code == 0
+    assert "//examples/iris-sklearn:cpu" in out.splitlines()
+    code, out, _ = run(["--format", "json", "query", "//examples/iris-sklearn:cpu"])
+    (row,) = json.loads(out)
+    assert row["platforms"] == ["linux/amd64", "linux/arm64"]
+
+
+def test_every_verb_has_help() -> None:
+    for verb in ("validate", "schema", "init", "query"):
+        with pytest.raises(SystemExit) as exc:
+            run([verb, "--help"])
+        assert exc.value.code == 0
