@@ -8,11 +8,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from omi_build import scaffold, workspace
-from omi_build.errors import Issue, ManifestError
+from omi_build.errors import BuildError, Issue, LockError, ManifestError
 from omi_build.manifest import Manifest, load
+from omi_build.progress import Progress, Silent
 
 
 def validate(arguments: Iterable[str], cwd: Path | None = None) -> list[Manifest]:
@@ -38,3 +40,159 @@ def query(arguments: Iterable[str], cwd: Path | None = None) -> list[workspace.S
 def init(directory: Path, *, force: bool = False) -> list[Path]:
     """Write a starter omi.yaml (and model.py, if missing); return the files written."""
     return scaffold.write(directory, force=force)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LockResult:
+    path: Path
+    changed: bool
+
+
+def lock(
+    arguments: Iterable[str],
+    *,
+    check: bool = False,
+    cwd: Path | None = None,
+    progress: Progress | None = None,
+) -> list[LockResult]:
+    """Write omi.lock for each package (or, with check, fail if one is missing or stale)."""
+    from omi_build import fetch, settings  # noqa: PLC0415 - keep CLI start-up light
+    from omi_build import lock as locking  # noqa: PLC0415
+
+    results = []
+    store = fetch.Store(settings.cache_dir())
+    for manifest in validate(arguments, cwd):
+        if check:
+            locking.check(manifest)
+            results.append(LockResult(path=locking.lock_path(manifest), changed=False))
+            continue
+        resolved = locking.resolve(manifest, store, progress or Silent())
+        path = locking.lock_path(manifest)
+        before = path.read_text(encoding="utf-8") if path.is_file() else None
+        locking.write(manifest, resolved)
+        results.append(LockResult(path=path, changed=before != resolved.to_json()))
+    return results
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BuiltImage:
+    label: str
+    target: str
+    platform: str
+    digest: str
+    index: str
+    layout: Path
+    size: int
+    compressed_size: int
+
+
+def _output_dir(
+    selection: workspace.Selection, target: str, output: Path | None, several: bool
+) -> Path:
+    if output is not None:
+        return output / selection.package.name / target if several else output
+    return selection.package.root / "omi-out" / selection.package.name / target
+
+
+def build(
+    arguments: Iterable[str],
+    *,
+    target: str | None = None,
+    platform: str | None = None,
+    output: Path | None = None,
+    locked: bool = False,
+    docker_archive: Path | None = None,
+    cwd: Path | None = None,
+    progress: Progress | None = None,
+) -> list[BuiltImage]:
+    """Build OCI image layouts (one per target, one image per platform) for the selection."""
+    from omi_build import codegen, fetch, image, layers, settings  # noqa: PLC0415
+    from omi_build import lock as locking  # noqa: PLC0415
+
+    progress = progress or Silent()
+    store = fetch.Store(settings.cache_dir())
+    selections = workspace.resolve(list(arguments), cwd, cache=settings.cache_dir())
+    chosen = [(s, t) for s in selections for t in s.targets if target in (None, t)]
+    if not chosen:
+        msg = f"no target '{target}' in the selection"
+        raise BuildError(msg, hint="'omi-build query' lists the targets")
+    built: list[BuiltImage] = []
+    for selection, target_name in chosen:
+        manifest = selection.manifest
+        try:
+            current = locking.check(manifest)
+        except LockError:
+            if locked:
+                raise
+            progress.step(f"resolve {locking.lock_path(manifest)}")
+            current = locking.resolve(manifest, store, progress)
+            locking.write(manifest, current)
+        spec = manifest.target(target_name)
+        platforms = [p for p in spec.platforms if platform in (None, p)]
+        if not platforms:
+            msg = f"target {target_name} is not built for {platform}"
+            raise BuildError(msg, hint=f"its platforms are: {', '.join(spec.platforms)}")
+        epoch = settings.source_date_epoch(manifest.build.source_date_epoch)
+        builder = layers.LayerBuilder(
+            store, compression=manifest.build.compression, epoch=epoch, progress=progress
+        )
+        digests = layers.model_file_digests(manifest.directory, manifest.model.files)
+        config = codegen.render(
+            codegen.serving_config(manifest, digests, model_dir="/" + layers.MODEL_DIR)
+        )
+        python = manifest.python.version
+        uid = manifest.security.user
+        images = []
+        for platform_name in platforms:
+            entry = current.platform(target_name, platform_name)
+            locking.fetch(
+                manifest,
+                target=target_name,
+                platform=platform_name,
+                entry=entry,
+                store=store,
+                progress=progress,
+            )
+            debs = [(p, store.path_for(p.sha256)) for p in entry.debian]
+            wheels = [(w, store.path_for(w.sha256)) for w in entry.wheels]
+            stack = [
+                builder.debian(debs, uid=uid, python_version=python),
+                *builder.wheels(wheels, python_version=python),
+                builder.runtime(python_version=python),
+                *builder.model(manifest.directory, digests, config, uid=uid, python_version=python),
+            ]
+            images.append(
+                image.assemble(
+                    manifest,
+                    platform_name,
+                    stack,
+                    python=python,
+                    epoch=epoch,
+                    entry_args=["serve", "/" + layers.CONFIG_PATH],
+                )
+            )
+        directory = _output_dir(selection, target_name, output, len(chosen) > 1)
+        labels = image.oci_annotations(manifest, epoch)
+        index_digest = image.write_layout(
+            directory, store, images, labels=labels, tag=manifest.metadata.version
+        )
+        for built_image in images:
+            built.append(
+                BuiltImage(
+                    label=selection.package.label(target_name),
+                    target=target_name,
+                    platform=built_image.platform,
+                    digest=built_image.digest,
+                    index=index_digest,
+                    layout=directory,
+                    size=sum(layer.blob.uncompressed_size for layer in built_image.layers),
+                    compressed_size=sum(layer.blob.size for layer in built_image.layers),
+                )
+            )
+        if docker_archive is not None:
+            first = images[0]
+            repo_tag = f"{manifest.metadata.name}:{manifest.metadata.version}"
+            image.write_docker_archive(
+                docker_archive, directory, first, repo_tag=repo_tag, epoch=epoch
+            )
+    return built

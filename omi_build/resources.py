@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ _CHECKOUT_ROOT = Path(__file__).resolve().parent.parent
 
 def data_path(kind: str) -> Path:
     """The directory holding `kind` ('schemas' or 'protos')."""
-    packaged = Path(str(resources.files("omi_build"))) / "_data" / kind
+    packaged = Path(__file__).resolve().parent / "_data" / kind
     if packaged.is_dir():
         return packaged
     return _CHECKOUT_ROOT / kind

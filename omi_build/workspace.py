@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from omi_build.errors import WorkspaceError
-from omi_build.manifest import MANIFEST_NAME, Manifest, load, manifest_file
+from omi_build.manifest import MANIFEST_NAME, Manifest, load, load_cached, manifest_file
 
 WORKSPACE_MARKER = "omi.workspace"
 _SKIPPED_DIRS = frozenset({"node_modules", "__pycache__", "venv", "build", "dist"})
@@ -106,8 +106,8 @@ def _split(text: str, root: Path, cwd: Path) -> tuple[str, str | None]:
     return package, (target or None)
 
 
-def _select(package: Package, target: str | None, label: str) -> Selection:
-    manifest = load(package.directory)
+def _select(package: Package, target: str | None, label: str, cache: Path | None) -> Selection:
+    manifest = load(package.directory) if cache is None else load_cached(package.directory, cache)
     names = tuple(t.name for t in manifest.targets)
     if target is None:
         return Selection(package=package, manifest=manifest, targets=names)
@@ -135,17 +135,20 @@ def packages(arguments: Iterable[str], cwd: Path | None = None) -> list[Package]
     return list(found.values())
 
 
-def resolve(arguments: Iterable[str], cwd: Path | None = None) -> list[Selection]:
+def resolve(
+    arguments: Iterable[str], cwd: Path | None = None, *, cache: Path | None = None
+) -> list[Selection]:
     """Resolve paths and labels to loaded selections, in order, without repeats.
 
-    With no arguments: the package in `cwd`, or else every package below it.
+    With no arguments: the package in `cwd`, or else every package below it. With `cache`,
+    valid manifests are remembered there (see manifest.load_cached).
     """
     cwd = (cwd or Path.cwd()).resolve()
     root = find_root(cwd)
     selected: dict[Path, Selection] = {}
     for argument in _wanted(arguments, cwd):
         for package, target in _resolve_one(argument, root, cwd):
-            selection = _select(package, target, argument)
+            selection = _select(package, target, argument, cache)
             earlier = selected.get(package.directory)
             if earlier is not None:
                 merged = tuple(dict.fromkeys((*earlier.targets, *selection.targets)))

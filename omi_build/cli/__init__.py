@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -96,6 +97,75 @@ def _cmd_query(args: argparse.Namespace, io: _Streams) -> int:
     return 0
 
 
+class _StderrProgress:
+    """Human progress on stderr; silent in --format json."""
+
+    def __init__(self, err: TextIO, *, enabled: bool) -> None:
+        self.err = err
+        self.enabled = enabled
+        self.started = time.monotonic()
+
+    def step(self, message: str) -> None:
+        if self.enabled:
+            self.err.write(f"[{time.monotonic() - self.started:6.1f}s] {message}\n")
+            self.err.flush()
+
+    def transfer(self, name: str, done: int, total: int | None) -> None:
+        if self.enabled and total and done == total and total >= 1 << 20:
+            self.step(f"  fetched {name} ({total / 1e6:.1f} MB)")
+
+
+def _progress(args: argparse.Namespace, io: _Streams) -> _StderrProgress:
+    return _StderrProgress(io.err, enabled=args.format == "human")
+
+
+def _cmd_lock(args: argparse.Namespace, io: _Streams) -> int:
+    results = api.lock(args.targets, check=args.check, progress=_progress(args, io))
+    if args.format == "json":
+        rows = [{"lock": str(r.path), "changed": r.changed} for r in results]
+        io.out.write(json.dumps(rows, indent=2) + "\n")
+    else:
+        for result in results:
+            state = "up to date" if args.check else ("written" if result.changed else "unchanged")
+            io.out.write(f"{result.path}: {state}\n")
+    return 0
+
+
+def _cmd_build(args: argparse.Namespace, io: _Streams) -> int:
+    images = api.build(
+        args.targets,
+        target=args.target,
+        platform=args.platform,
+        output=Path(args.output) if args.output else None,
+        locked=args.locked,
+        docker_archive=Path(args.docker_archive) if args.docker_archive else None,
+        progress=_progress(args, io),
+    )
+    if args.format == "json" or args.json:
+        rows = [
+            {
+                "label": image.label,
+                "target": image.target,
+                "platform": image.platform,
+                "digest": image.digest,
+                "index": image.index,
+                "layout": str(image.layout),
+                "size": image.size,
+                "compressed_size": image.compressed_size,
+            }
+            for image in images
+        ]
+        io.out.write(json.dumps(rows, indent=2) + "\n")
+    else:
+        for image in images:
+            io.out.write(
+                f"{image.label} {image.platform} {image.digest} "
+                f"({image.size / 1e6:.1f} MB, {image.compressed_size / 1e6:.1f} MB compressed)\n"
+                f"  layout: {image.layout} (index {image.index})\n"
+            )
+    return 0
+
+
 Command = Callable[[argparse.Namespace, _Streams], int]
 
 
@@ -156,6 +226,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     init.add_argument("directory", nargs="?", default=".", metavar="DIR", help="default: .")
     init.add_argument("--force", action="store_true", help="overwrite an existing omi.yaml")
+    lock = add(
+        "lock",
+        _cmd_lock,
+        "pin every Debian package and wheel of every target and platform in omi.lock",
+    )
+    lock.add_argument("targets", nargs="*", metavar="PATH|LABEL", help=LABEL_HELP)
+    lock.add_argument(
+        "--check",
+        action="store_true",
+        help="resolve nothing; exit 1 if omi.lock is missing or stale (for CI)",
+    )
+    build = add(
+        "build",
+        _cmd_build,
+        "build an OCI image layout per target (one image per platform), daemonless and "
+        "reproducible; resolves omi.lock first if it is missing or stale",
+    )
+    build.add_argument("targets", nargs="*", metavar="PATH|LABEL", help=LABEL_HELP)
+    build.add_argument("--target", metavar="T", help="only this target")
+    build.add_argument("--platform", metavar="P", help="only this platform, e.g. linux/amd64")
+    build.add_argument(
+        "--output",
+        metavar="DIR",
+        help="where the OCI layout goes (default: omi-out/<package>/<target> in the workspace)",
+    )
+    build.add_argument(
+        "--locked",
+        action="store_true",
+        help="use omi.lock as it is; fail if it is missing or stale",
+    )
+    build.add_argument(
+        "--docker-archive",
+        metavar="FILE",
+        help="also write a tar that 'docker load' and 'podman load' accept (first platform)",
+    )
+    build.add_argument("--json", action="store_true", help="print the built images as JSON")
     query = add("query", _cmd_query, "list the targets that labels select, one label a line")
     query.add_argument("labels", nargs="*", metavar="LABEL", help=f"{LABEL_HELP} (default: //...)")
     return parser

@@ -7,19 +7,29 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
+from typing import Any
 
+from omi_build import __version__
 from omi_build.errors import Issue, ManifestError, WorkspaceError
 
-from . import _checks, _schema
-from ._report import Reporter
-from ._yaml import parse
 from .types import Manifest, Target, Tensor, from_data
 
 MANIFEST_NAME = "omi.yaml"
 
-__all__ = ["MANIFEST_NAME", "Manifest", "Target", "Tensor", "check_text", "load", "manifest_file"]
+__all__ = [
+    "MANIFEST_NAME",
+    "Manifest",
+    "Target",
+    "Tensor",
+    "check_text",
+    "load",
+    "load_cached",
+    "manifest_file",
+]
 
 
 def manifest_file(path: str | os.PathLike[str]) -> Path:
@@ -42,6 +52,11 @@ def _display_name(path: Path) -> str:
 
 def check_text(text: str, *, file: str, base: Path) -> tuple[list[Issue], object]:
     """Every problem in `text` (the contents of `file`), and the parsed data."""
+    # Imported here: jsonschema and PyYAML cost 150 ms, which a cached load never pays.
+    from . import _checks, _schema  # noqa: PLC0415
+    from ._report import Reporter  # noqa: PLC0415
+    from ._yaml import parse  # noqa: PLC0415
+
     doc = parse(text)
     report = Reporter(file, doc)
     for problem in doc.problems:
@@ -52,11 +67,49 @@ def check_text(text: str, *, file: str, base: Path) -> tuple[list[Issue], object
     return sorted(report.issues), doc.data
 
 
+_SKIPPED = frozenset({".git", "omi-out", "__pycache__", ".venv", "node_modules"})
+
+
+def _fingerprint(file: Path, raw: bytes) -> str:
+    """What a validation result depends on: the text, the builder, every file beside it."""
+    hasher = hashlib.sha256(f"{__version__}\0{file.resolve()}\0".encode() + raw)
+    for current, dirs, files in os.walk(file.parent):
+        dirs[:] = sorted(d for d in dirs if d not in _SKIPPED)
+        for name in sorted(files):
+            stat = Path(current, name).stat()
+            hasher.update(f"\0{current}/{name}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+    return hasher.hexdigest()
+
+
+def load_cached(path: str | os.PathLike[str], cache: Path) -> Manifest:
+    """load(), remembering valid manifests under `cache` keyed by everything they depend on.
+
+    A build that changed nothing must not pay for YAML and JSON Schema again.
+    """
+    file = manifest_file(path)
+    raw = file.read_bytes()
+    entry = cache / "manifests" / f"{_fingerprint(file, raw)}.json"
+    try:
+        data: dict[str, Any] = json.loads(entry.read_text(encoding="utf-8"))
+        return from_data(file.resolve(), data)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    manifest, data = _load(file, raw)
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    temporary = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(data), encoding="utf-8")
+    temporary.replace(entry)
+    return manifest
+
+
 def load(path: str | os.PathLike[str]) -> Manifest:
     """Load and validate an omi.yaml (or the one in a directory); raise ManifestError."""
     file = manifest_file(path)
+    return _load(file, file.read_bytes())[0]
+
+
+def _load(file: Path, raw: bytes) -> tuple[Manifest, dict[str, Any]]:
     name = _display_name(file)
-    raw = file.read_bytes()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -75,4 +128,4 @@ def load(path: str | os.PathLike[str]) -> Manifest:
     if issues:
         raise ManifestError(issues)
     assert isinstance(data, dict)  # noqa: S101 - the schema requires a mapping
-    return from_data(file.resolve(), data)
+    return from_data(file.resolve(), data), data

@@ -1,0 +1,195 @@
+"""A content-addressed, digest-checked store of downloads and built blobs.
+
+Layout: `<cache>/blobs/sha256/<hex>`. Every write goes to a temporary file in the same
+directory and is renamed into place only after its digest matched, so a killed build never
+leaves a partial or wrong entry; readers never see one. Two builds may share the store.
+
+>>> store = Store(Path("/tmp/omi-cache"))
+>>> path = store.put_bytes(b"hello")
+>>> store.path_for(path.name) == path
+True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+from omi_build.errors import FetchError
+from omi_build.progress import Progress, Silent
+from omi_build.settings import ssl_context
+
+_CHUNK = 1 << 20
+_ATTEMPTS = 3
+_TIMEOUT_S = 60
+
+
+def _hex(digest: str) -> str:
+    return digest.removeprefix("sha256:")
+
+
+def sha256_file(path: Path) -> str:
+    hasher = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(_CHUNK):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+class Store:
+    """Blobs named by their sha256 under `root`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blobs = root / "blobs" / "sha256"
+
+    def path_for(self, digest: str) -> Path:
+        return self.blobs / _hex(digest)
+
+    def has(self, digest: str) -> bool:
+        return self.path_for(digest).is_file()
+
+    def verified(self, digest: str, *, what: str) -> Path:
+        """The blob's path after re-hashing it; a corrupt entry is removed and reported."""
+        path = self.path_for(digest)
+        actual = sha256_file(path)
+        if actual != _hex(digest):
+            path.unlink(missing_ok=True)
+            msg = f"cache entry for {what} is corrupt (sha256 {actual}, expected {_hex(digest)})"
+            raise FetchError(msg, hint="it was removed; run the command again to download it anew")
+        return path
+
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """An exclusive lock shared by every process using this store."""
+        locks = self.root / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        with (locks / f"{name}.lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def writer(self, expected: str | None = None, *, what: str = "a blob") -> Iterator[_Writer]:
+        """Write a blob; on success it is renamed to its digest (checked against `expected`)."""
+        self.blobs.mkdir(parents=True, exist_ok=True)
+        handle = tempfile.NamedTemporaryFile(dir=self.blobs, prefix=".tmp-", delete=False)  # noqa: SIM115
+        writer = _Writer(handle)
+        try:
+            yield writer
+            handle.flush()
+            os.fsync(handle.fileno())
+            handle.close()
+            digest = writer.hasher.hexdigest()
+            if expected is not None and digest != _hex(expected):
+                msg = f"{what}: sha256 {digest} does not match the expected {_hex(expected)}"
+                raise FetchError(
+                    msg,
+                    hint="the source changed or the download was tampered with; "
+                    "if the change is intended, run 'omi-build lock' again",
+                )
+            Path(handle.name).replace(self.path_for(digest))
+            writer.digest = digest
+        finally:
+            handle.close()
+            Path(handle.name).unlink(missing_ok=True)
+
+    def put_bytes(self, data: bytes) -> Path:
+        with self.writer() as out:
+            out.write(data)
+        return self.path_for(out.digest)
+
+    def fetch(
+        self,
+        url: str,
+        sha256: str,
+        *,
+        what: str,
+        size: int | None = None,
+        progress: Progress | None = None,
+    ) -> Path:
+        """The blob for `url`, downloaded once and checked against `sha256`."""
+        if self.has(sha256):
+            return self.path_for(sha256)
+        with self.lock(_hex(sha256)):
+            if self.has(sha256):  # another build fetched it while we waited
+                return self.path_for(sha256)
+            _download(self, url, sha256, what=what, size=size, progress=progress or Silent())
+        return self.path_for(sha256)
+
+
+class _Writer:
+    def __init__(self, handle: IO[bytes]) -> None:
+        self.handle = handle
+        self.hasher = hashlib.sha256()
+        self.size = 0
+        self.digest = ""
+
+    def write(self, data: bytes) -> None:
+        self.handle.write(data)
+        self.hasher.update(data)
+        self.size += len(data)
+
+
+def open_url(url: str) -> IO[bytes]:
+    """A response stream for `url` (http, https or file), trusting the host's CA store."""
+    import urllib.request  # noqa: PLC0415 - 30 ms of imports that cached builds never need
+
+    request = urllib.request.Request(url, headers={"User-Agent": "omi-build"})  # noqa: S310 - the scheme is checked below
+    if not url.startswith(("http://", "https://", "file://")):
+        msg = f"unsupported URL scheme in {url}"
+        raise FetchError(msg)
+    response: IO[bytes] = urllib.request.urlopen(request, timeout=_TIMEOUT_S, context=ssl_context())  # noqa: S310
+    return response
+
+
+def with_retries(what: str, url: str, action: Callable[[], None]) -> None:
+    """Run a network action, retrying transient failures; raise FetchError naming `what`."""
+    import urllib.error  # noqa: PLC0415
+
+    for attempt in range(1, _ATTEMPTS + 1):
+        try:
+            action()
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500 or attempt == _ATTEMPTS:
+                msg = f"{what}: {url} answered HTTP {exc.code} {exc.reason}"
+                hint = (
+                    "the file is gone from the mirror or index; run 'omi-build lock' to re-resolve"
+                    if exc.code == 404
+                    else None
+                )
+                raise FetchError(msg, hint=hint) from exc
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            if attempt == _ATTEMPTS:
+                reason = getattr(exc, "reason", exc)
+                msg = f"{what}: cannot reach {url}: {reason}"
+                raise FetchError(
+                    msg,
+                    hint="check the network, or point OMI_DEBIAN_MIRROR or the package "
+                    "index at a reachable mirror",
+                ) from exc
+        else:
+            return
+        time.sleep(0.5 * attempt)
+
+
+def _download(
+    store: Store, url: str, sha256: str, *, what: str, size: int | None, progress: Progress
+) -> None:
+    def attempt() -> None:
+        with store.writer(sha256, what=what) as out, open_url(url) as response:
+            total = size or int(getattr(response, "headers", {}).get("Content-Length") or 0) or None
+            while chunk := response.read(_CHUNK):
+                out.write(chunk)
+                progress.transfer(what, out.size, total)
+
+    with_retries(what, url, attempt)

@@ -1,0 +1,267 @@
+"""omi.lock: every Debian package and wheel of every target and platform, pinned by sha256.
+
+>>> from omi_build.manifest import load
+>>> lock = read(load("examples/iris-sklearn"))      # doctest: +SKIP
+>>> lock.platform("cpu", "linux/amd64").wheels[0].filename  # doctest: +SKIP
+
+The lock names no hosts: files are found by their archive path (Debian) or file name (wheels)
+on whichever mirror or index the configuration names, and checked against the pinned hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from omi_build.errors import LockError
+from omi_build.fetch import Store
+from omi_build.manifest import Manifest
+from omi_build.progress import Progress, Silent
+
+from . import _apt, _wheels
+from ._apt import DebPackage
+from ._wheels import Wheel
+
+LOCK_NAME = "omi.lock"
+LOCK_VERSION = 1
+# What the server in the image imports (omi_build/runtime): standard library plus these.
+RUNTIME_REQUIREMENTS = ("grpcio>=1.85.1", "protobuf>=7.35.1", "numpy>=1.24")
+
+__all__ = ["LOCK_NAME", "DebPackage", "Lock", "PlatformLock", "Wheel", "check", "read", "resolve"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PlatformLock:
+    debian: tuple[DebPackage, ...]
+    wheels: tuple[Wheel, ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Lock:
+    inputs: str
+    targets: dict[str, dict[str, PlatformLock]]
+
+    def platform(self, target: str, platform: str) -> PlatformLock:
+        try:
+            return self.targets[target][platform]
+        except KeyError:
+            msg = f"{LOCK_NAME} has no entry for {target} {platform}"
+            raise LockError(msg, hint="run 'omi-build lock' to update it") from None
+
+    def to_json(self) -> str:
+        payload = {
+            "lockVersion": LOCK_VERSION,
+            "inputs": self.inputs,
+            "targets": {
+                target: {
+                    platform: {
+                        "debian": [_deb_record(p) for p in entry.debian],
+                        "wheels": [asdict(w) for w in entry.wheels],
+                    }
+                    for platform, entry in sorted(platforms.items())
+                }
+                for target, platforms in sorted(self.targets.items())
+            },
+        }
+        return json.dumps(payload, indent=1, sort_keys=True) + "\n"
+
+
+def _deb_record(package: DebPackage) -> dict[str, Any]:
+    record = asdict(package)
+    del record["depends"], record["provides"]  # resolution detail, not part of the pin
+    return record
+
+
+def lock_path(manifest: Manifest) -> Path:
+    return manifest.directory / LOCK_NAME
+
+
+def requirements(manifest: Manifest, target: str) -> list[str]:
+    """Everything pip-installable the image of `target` holds."""
+    listed = list(manifest.python.requirements)
+    if manifest.python.requirements_file:
+        text = (manifest.directory / manifest.python.requirements_file).read_text(encoding="utf-8")
+        listed += [
+            line.split("#", 1)[0].strip()
+            for line in text.splitlines()
+            if line.split("#", 1)[0].strip() and not line.lstrip().startswith("-")
+        ]
+    return [*listed, *manifest.target(target).requirements, *RUNTIME_REQUIREMENTS]
+
+
+def _suite(manifest: Manifest) -> str:
+    if manifest.build.base.image:
+        msg = "build.base.image (an existing base image) is not supported by this omi-build yet"
+        raise LockError(msg, hint="use build.base.debian, the distroless-style Debian base")
+    return manifest.build.base.debian
+
+
+def inputs_digest(manifest: Manifest) -> str:
+    """A digest of everything resolution depends on; a different one means the lock is stale."""
+    suite = _suite(manifest)
+    inputs = {
+        "lockVersion": LOCK_VERSION,
+        "python": manifest.python.version,
+        "suite": suite,
+        "snapshot": manifest.build.base.snapshot,
+        "base": list(_apt.BASE_PACKAGES[suite]),
+        "excluded": sorted(_apt.EXCLUDED),
+        "system": sorted(manifest.system.packages),
+        "targets": {
+            target.name: {
+                "platforms": sorted(target.platforms),
+                "requirements": requirements(manifest, target.name),
+                "indexes": list(target.indexes),
+            }
+            for target in manifest.targets
+        },
+    }
+    canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()
+    return "sha256:" + hashlib.sha256(canonical).hexdigest()
+
+
+def arch_of(platform: str) -> str:
+    return platform.split("/")[1]
+
+
+def resolve(manifest: Manifest, store: Store, progress: Progress | None = None) -> Lock:
+    """Resolve every target and platform afresh from the archives and the index."""
+    progress = progress or Silent()
+    suite = _suite(manifest)
+    archives = _apt.archives_for(suite, manifest.build.base.mirror, manifest.build.base.snapshot)
+    arches = sorted({arch_of(p) for t in manifest.targets for p in t.platforms})
+    roots = [*_apt.BASE_PACKAGES[suite], *manifest.system.packages]
+    debs: dict[str, tuple[DebPackage, ...]] = {}
+    for arch in arches:
+        merged = _apt.merge(_apt.index(archive, arch, store, progress) for archive in archives)
+        debs[arch] = tuple(_apt.resolve(roots, merged))
+    targets: dict[str, dict[str, PlatformLock]] = {}
+    for target in manifest.targets:
+        wanted = requirements(manifest, target.name)
+        targets[target.name] = {}
+        for platform in target.platforms:
+            progress.step(f"resolve wheels {target.name} {platform}")
+            wheels = _wheels.resolve(
+                wanted,
+                arch=arch_of(platform),
+                suite=suite,
+                python_version=manifest.python.version,
+                indexes=target.indexes,
+            )
+            targets[target.name][platform] = PlatformLock(
+                debian=debs[arch_of(platform)], wheels=tuple(wheels)
+            )
+    return Lock(inputs=inputs_digest(manifest), targets=targets)
+
+
+def write(manifest: Manifest, lock: Lock) -> Path:
+    path = lock_path(manifest)
+    temporary = path.with_name(f".{LOCK_NAME}.{os.getpid()}.tmp")
+    temporary.write_text(lock.to_json(), encoding="utf-8")
+    temporary.replace(path)
+    return path
+
+
+def read(manifest: Manifest) -> Lock:
+    path = lock_path(manifest)
+    if not path.is_file():
+        msg = f"{path} does not exist"
+        raise LockError(msg, hint="run 'omi-build lock' and commit the file")
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        if payload.get("lockVersion") != LOCK_VERSION:
+            found = payload.get("lockVersion")
+            msg = f"{path} has lockVersion {found}, this omi-build reads {LOCK_VERSION}"
+            raise LockError(msg, hint="run 'omi-build lock' to rewrite it")
+        targets = {
+            target: {
+                platform: PlatformLock(
+                    debian=tuple(DebPackage(**record) for record in entry["debian"]),
+                    wheels=tuple(Wheel(**record) for record in entry["wheels"]),
+                )
+                for platform, entry in platforms.items()
+            }
+            for target, platforms in payload["targets"].items()
+        }
+        return Lock(inputs=payload["inputs"], targets=targets)
+    except (KeyError, TypeError, ValueError) as exc:
+        msg = f"{path} is not a valid lock file: {exc}"
+        raise LockError(msg, hint="run 'omi-build lock' to rewrite it") from exc
+
+
+def check(manifest: Manifest) -> Lock:
+    """The lock, if it is current; LockError if it is missing or stale."""
+    lock = read(manifest)
+    if lock.inputs != inputs_digest(manifest):
+        msg = f"{lock_path(manifest)} is stale: omi.yaml changed since it was written"
+        raise LockError(msg, hint="run 'omi-build lock' and commit the result")
+    return lock
+
+
+def fetch(
+    manifest: Manifest,
+    *,
+    target: str,
+    platform: str,
+    entry: PlatformLock,
+    store: Store,
+    progress: Progress | None = None,
+) -> None:
+    """Download every locked file of one platform into the store, checking each hash."""
+    progress = progress or Silent()
+    suite = _suite(manifest)
+    jobs = []
+    missing_debs = [p for p in entry.debian if not store.has(p.sha256)]
+    if missing_debs:
+        mirrors = {
+            a.suite: a.uri
+            for a in _apt.archives_for(
+                suite, manifest.build.base.mirror, manifest.build.base.snapshot
+            )
+        }
+        for package in missing_debs:
+            if package.suite not in mirrors:
+                msg = (
+                    f"no mirror is configured for {package.suite}, which {package.name} comes from"
+                )
+                raise LockError(msg, hint="configure the suite's mirror or run 'omi-build lock'")
+            url = f"{mirrors[package.suite]}/{package.filename}"
+            jobs.append(
+                (
+                    url,
+                    package.sha256,
+                    f"{package.name} {package.version} ({package.architecture})",
+                    package.size,
+                )
+            )
+    missing_wheels = [w for w in entry.wheels if not store.has(w.sha256)]
+    if missing_wheels:
+        found = _wheels.urls(
+            missing_wheels,
+            arch=arch_of(platform),
+            suite=suite,
+            python_version=manifest.python.version,
+            indexes=manifest.target(target).indexes,
+        )
+        for wheel in missing_wheels:
+            if wheel.filename not in found:
+                msg = f"wheel {wheel.filename} is not on the package index"
+                raise LockError(
+                    msg, hint="it may have been yanked; run 'omi-build lock' to re-resolve"
+                )
+            jobs.append((found[wheel.filename], wheel.sha256, wheel.filename, wheel.size))
+    if not jobs:
+        return
+    progress.step(f"download {len(jobs)} files for {target} {platform}")
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        futures = [
+            pool.submit(store.fetch, url, digest, what=what, size=size, progress=progress)
+            for url, digest, what, size in jobs
+        ]
+        for future in futures:
+            future.result()
