@@ -58,8 +58,9 @@ bench: deps dev ## print the benchmark figures (bench/*.py)
 generate: dev ## regenerate the runtime gRPC stubs from protos/
 	$(BIN)/python -m omi_build.protogen
 
-update-golden: dev ## rewrite the golden files from the current output; review the diff
+update-golden: dev ## rewrite the golden files (error texts, image digest); review the diff
 	OMI_UPDATE_GOLDEN=1 $(BIN)/pytest -q tests/test_manifest_corpus.py
+	OMI_UPDATE_GOLDEN=1 $(BIN)/pytest -q -m integration tests/integration/test_build.py -k golden
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

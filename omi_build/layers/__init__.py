@@ -228,11 +228,14 @@ class LayerBuilder:
             "uid": uid,
             "pyc": _pyc_identity(python_version),
         }
-        return self.layer(
-            f"debian base ({len(debs)} packages)",
-            inputs,
-            lambda: debian_entries(debs, uid=uid, python_version=python_version),
-        )
+
+        def build() -> list[Entry]:
+            checked = [
+                (p, self.store.verified(p.sha256, what=f"{p.name} {p.version}")) for p, _ in debs
+            ]
+            return debian_entries(checked, uid=uid, python_version=python_version)
+
+        return self.layer(f"debian base ({len(debs)} packages)", inputs, build)
 
     def wheels(self, wheels: list[tuple[Wheel, Path]], *, python_version: str) -> list[Layer]:
         heavy = [item for item in wheels if item[0].size >= HEAVY_WHEEL_BYTES]
@@ -249,7 +252,13 @@ class LayerBuilder:
             )
 
             def build(group: list[tuple[Wheel, Path]] = group) -> list[Entry]:
-                entries = [e for wheel, path in group for e in wheel_entries(path, wheel.filename)]
+                entries = [
+                    entry
+                    for wheel, _ in group
+                    for entry in wheel_entries(
+                        self.store.verified(wheel.sha256, what=wheel.filename), wheel.filename
+                    )
+                ]
                 return _with_bytecode(entries, python_version, (SITE_PACKAGES,))
 
             inputs = {"wheels": [w.sha256 for w, _ in group], "pyc": _pyc_identity(python_version)}
@@ -290,24 +299,23 @@ class LayerBuilder:
                 entries.append(Entry(path=f"{MODEL_DIR}/{relative}", data=data))
             return entries
 
-        def build_code() -> list[Entry]:
-            entries = [*entries_for(code), Entry(path=CONFIG_PATH, data=config)]
-            return _with_bytecode(entries, python_version, (MODEL_DIR,))
-
         layers = [
             self.layer(
                 "model code",
-                {
-                    "code": code,
-                    "config": hashlib.sha256(config).hexdigest(),
-                    "uid": uid,
-                    "pyc": _pyc_identity(python_version),
-                },
-                build_code,
+                {"code": code, "uid": uid, "pyc": _pyc_identity(python_version)},
+                lambda: _with_bytecode(entries_for(code), python_version, (MODEL_DIR,)),
             )
         ]
         if files:
             layers.append(self.layer("model files", {"files": files}, lambda: entries_for(files)))
+        # Last and tiny: it records every file's digest, so it changes with any of them.
+        layers.append(
+            self.layer(
+                "serving config",
+                {"config": hashlib.sha256(config).hexdigest()},
+                lambda: [Entry(path=CONFIG_PATH, data=config)],
+            )
+        )
         return layers
 
 

@@ -1,0 +1,86 @@
+"""Fixtures that build the iris example for real: Debian packages, wheels, OCI layouts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from omi_build import api
+from omi_build.api import BuiltImage
+from tests.conftest import EXAMPLES
+
+
+def copy_example(directory: Path) -> Path:
+    target = directory / "iris-sklearn"
+    shutil.copytree(
+        EXAMPLES / "iris-sklearn", target, ignore=shutil.ignore_patterns("omi-out", "__pycache__")
+    )
+    return target
+
+
+def build_in(
+    directory: Path, monkeypatch: pytest.MonkeyPatch, **options: object
+) -> list[BuiltImage]:
+    """Build the example copied into `directory`, with a cache of its own."""
+    monkeypatch.setenv("OMI_BUILD_CACHE", str(directory / "cache"))
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    example = (
+        copy_example(directory)
+        if not (directory / "iris-sklearn").exists()
+        else directory / "iris-sklearn"
+    )
+    return api.build([str(example)], output=directory / "out", **options)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def iris_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[BuiltImage]]:
+    """The example built once for the session, both platforms, from an empty cache."""
+    directory = tmp_path_factory.mktemp("first")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        images = build_in(directory, monkeypatch)
+    return directory, images
+
+
+def run_in_runc(
+    layout: Path, ref: str, args: list[str], workdir: Path
+) -> subprocess.CompletedProcess[str]:
+    """Unpack an image with umoci and run `args` in it with runc, read-only root, as its user."""
+    bundle = workdir / f"bundle-{uuid.uuid4().hex[:8]}"
+    subprocess.run(
+        ["umoci", "unpack", "--image", f"{layout}:{ref}", str(bundle)],
+        check=True,
+        capture_output=True,
+    )
+    config_path = bundle / "config.json"
+    config = json.loads(config_path.read_text())
+    config["process"]["terminal"] = False
+    config["process"]["args"] = args
+    config["root"]["readonly"] = True
+    config["mounts"].append(
+        {
+            "destination": "/tmp",  # noqa: S108 - the container's own /tmp
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": ["nosuid", "nodev", "mode=1777"],
+        }
+    )
+    config_path.write_text(json.dumps(config))
+    name = f"omi-test-{uuid.uuid4().hex[:12]}"
+    try:
+        return subprocess.run(
+            ["runc", "run", name],
+            cwd=bundle,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    finally:
+        subprocess.run(["runc", "delete", "--force", name], capture_output=True, check=False)
+        shutil.rmtree(bundle, ignore_errors=True)

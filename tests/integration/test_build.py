@@ -1,0 +1,256 @@
+"""The image builder end to end: reproducible, runnable, readable by the container tools."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from omi_build import api
+from omi_build.api import BuiltImage
+from omi_build.errors import FetchError, LockError
+
+from .conftest import build_in, copy_example, run_in_runc
+
+pytestmark = pytest.mark.integration
+GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "iris-sklearn" / "index-digest.txt"
+
+
+def _index(images: list[BuiltImage]) -> str:
+    (digest,) = {image.index for image in images}
+    return digest
+
+
+def test_two_clean_builds_are_byte_identical_and_match_the_golden_digest(
+    iris_build: tuple[Path, list[BuiltImage]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, first = iris_build
+    time.sleep(1.1)  # a different time, a different directory, a different cache
+    second = build_in(tmp_path, monkeypatch)
+    assert _index(first) == _index(second)
+    assert [i.digest for i in first] == [i.digest for i in second]
+    if os.environ.get("OMI_UPDATE_GOLDEN") == "1":
+        GOLDEN.write_text(_index(first) + "\n")
+    assert _index(first) == GOLDEN.read_text().strip(), (
+        "run `make update-golden` if the change is intended"
+    )
+
+
+def test_layout_has_one_manifest_per_platform_and_the_omi_annotations(
+    iris_build: tuple[Path, list[BuiltImage]],
+) -> None:
+    _, images = iris_build
+    layout = images[0].layout
+    top = json.loads((layout / "index.json").read_text())
+    refs = {m["annotations"]["org.opencontainers.image.ref.name"] for m in top["manifests"]}
+    assert refs == {"1.0.0", "1.0.0-amd64", "1.0.0-arm64"}
+    index = json.loads(
+        (layout / "blobs/sha256" / _index(images).removeprefix("sha256:")).read_text()
+    )
+    platforms = {(m["platform"]["os"], m["platform"]["architecture"]) for m in index["manifests"]}
+    assert platforms == {("linux", "amd64"), ("linux", "arm64")}
+    manifest = json.loads(
+        (layout / "blobs/sha256" / images[0].digest.removeprefix("sha256:")).read_text()
+    )
+    annotations = manifest["annotations"]
+    assert annotations["ml.openmodel.interfaces"] == '["kfserving","modzy"]'
+    assert annotations["ml.openmodel.port"] == "45000"
+    assert annotations["ml.openml.model_name"] == "iris-classifier"
+    assert annotations["org.opencontainers.image.version"] == "1.0.0"
+    config = json.loads(
+        (layout / "blobs/sha256" / manifest["config"]["digest"].removeprefix("sha256:")).read_text()
+    )
+    assert config["config"]["User"] == "65532:65532"
+    assert config["created"] == "2023-11-14T22:13:20Z"
+
+
+def test_image_runs_python_and_imports_the_model_packages_as_nonroot(
+    iris_build: tuple[Path, list[BuiltImage]], tmp_path: Path
+) -> None:
+    _, images = iris_build
+    script = (
+        "import os, sklearn, numpy, scipy, grpc, google.protobuf, omi_runtime; "
+        "open('/tmp/ok', 'w').write('x'); "
+        "print(os.getuid(), os.getgid(), sklearn.__version__)"
+    )
+    result = run_in_runc(
+        images[0].layout, "1.0.0-amd64", ["/usr/bin/python3.11", "-I", "-c", script], tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["65532", "65532", "1.9.1"]
+
+
+def test_image_has_no_shell(iris_build: tuple[Path, list[BuiltImage]], tmp_path: Path) -> None:
+    _, images = iris_build
+    result = run_in_runc(images[0].layout, "1.0.0-amd64", ["/bin/sh", "-c", "true"], tmp_path)
+    assert result.returncode != 0
+
+
+def test_skopeo_and_buildah_read_the_layout(
+    iris_build: tuple[Path, list[BuiltImage]], tmp_path: Path
+) -> None:
+    _, images = iris_build
+    layout = images[0].layout
+    inspected = subprocess.run(
+        ["skopeo", "inspect", f"oci:{layout}:1.0.0-amd64"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert json.loads(inspected.stdout)["Digest"] == images[0].digest
+    storage = [
+        "--root",
+        str(tmp_path / "storage"),
+        "--runroot",
+        str(tmp_path / "run"),
+        "--storage-driver",
+        "vfs",
+    ]
+    pulled = subprocess.run(
+        ["buildah", *storage, "pull", "--quiet", f"oci:{layout}:1.0.0-amd64"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert pulled.returncode == 0, pulled.stderr
+    listed = subprocess.run(
+        ["buildah", *storage, "images", "--json"], check=True, capture_output=True, text=True
+    )
+    assert images[0].digest in listed.stdout
+
+
+def test_docker_archive_loads_with_skopeo(
+    iris_build: tuple[Path, list[BuiltImage]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory, _ = iris_build
+    archive = tmp_path / "iris.tar"
+    monkeypatch.setenv("OMI_BUILD_CACHE", str(directory / "cache"))
+    api.build(
+        [str(directory / "iris-sklearn")],
+        output=tmp_path / "out",
+        platform="linux/amd64",
+        docker_archive=archive,
+    )
+    copied = tmp_path / "copied"
+    subprocess.run(
+        ["skopeo", "copy", "--quiet", f"docker-archive:{archive}", f"oci:{copied}:loaded"],
+        check=True,
+        capture_output=True,
+    )
+    inspected = json.loads(
+        subprocess.run(
+            ["skopeo", "inspect", "--config", f"oci:{copied}:loaded"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    assert inspected["config"]["User"] == "65532:65532"
+    assert inspected["rootfs"]["diff_ids"][0].startswith("sha256:")
+
+
+def test_rebuild_after_a_model_change_rebuilds_only_model_layers(
+    iris_build: tuple[Path, list[BuiltImage]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory, images = iris_build
+    monkeypatch.setenv("OMI_BUILD_CACHE", str(directory / "cache"))
+    records = directory / "cache" / "layers"
+    before = set(records.iterdir())
+    example = directory / "iris-sklearn"
+    again = api.build([str(example)], output=directory / "out")
+    assert [i.digest for i in again] == [i.digest for i in images]
+    assert set(records.iterdir()) == before  # a no-op builds no layer
+    model = example / "model.joblib"
+    original = model.read_bytes()
+    try:
+        model.write_bytes(original + b"\n")
+        changed = api.build([str(example)], output=directory / "out2")
+        added = set(records.iterdir()) - before
+        # the model files layer and the serving config (which records its digest); each
+        # is the same for both platforms, so built once
+        assert len(added) == 2
+        assert changed[0].digest != images[0].digest
+    finally:
+        model.write_bytes(original)
+
+
+def test_corrupt_cache_entry_is_reported_and_removed(
+    iris_build: tuple[Path, list[BuiltImage]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory, _ = iris_build
+    cache = tmp_path / "cache"
+    shutil.copytree(directory / "cache" / "blobs", cache / "blobs")
+    monkeypatch.setenv("OMI_BUILD_CACHE", str(cache))
+    example = copy_example(tmp_path)
+    lock = json.loads((example / "omi.lock").read_text())
+    libc = next(p for p in lock["targets"]["cpu"]["linux/amd64"]["debian"] if p["name"] == "libc6")
+    blob = cache / "blobs" / "sha256" / libc["sha256"]
+    blob.write_bytes(b"not a deb")
+    with pytest.raises(FetchError, match=r"libc6 .* is corrupt"):
+        api.build([str(example)], output=tmp_path / "out", platform="linux/amd64", locked=True)
+    assert not blob.exists()
+    assert not (tmp_path / "out" / "index.json").exists()
+
+
+def test_wrong_hash_in_the_lock_names_the_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OMI_BUILD_CACHE", str(tmp_path / "cache"))
+    example = copy_example(tmp_path)
+    lock = json.loads((example / "omi.lock").read_text())
+    wheel = next(
+        w for w in lock["targets"]["cpu"]["linux/amd64"]["wheels"] if w["name"] == "joblib"
+    )
+    wheel["sha256"] = "0" * 64
+    (example / "omi.lock").write_text(json.dumps(lock))
+    with pytest.raises(
+        FetchError, match=r"joblib-1\.6\.0-py3-none-any\.whl: sha256 .* does not match"
+    ):
+        api.build([str(example)], output=tmp_path / "out", platform="linux/amd64", locked=True)
+    assert not (tmp_path / "out").exists()
+    assert not list((tmp_path / "cache" / "blobs" / "sha256").glob(".tmp*"))
+
+
+def test_unreachable_mirror_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OMI_BUILD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("OMI_DEBIAN_MIRROR", "http://127.0.0.1:9/debian")
+    example = copy_example(tmp_path)
+    with pytest.raises(FetchError, match=r"cannot reach http://127\.0\.0\.1:9/debian") as exc:
+        api.lock([str(example)])
+    assert "OMI_DEBIAN_MIRROR" in (exc.value.hint or "")
+
+
+def _with(example: Path, old: str, new: str) -> None:
+    manifest = example / "omi.yaml"
+    manifest.write_text(manifest.read_text().replace(old, new))
+
+
+def test_unknown_debian_package_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMI_BUILD_CACHE", str(tmp_path / "cache"))
+    example = copy_example(tmp_path)
+    _with(example, "targets:", "system:\n  packages: [no-such-package-omi]\ntargets:")
+    with pytest.raises(LockError, match=r"'no-such-package-omi' .* is not in the archive"):
+        api.lock([str(example)])
+    assert not (example / "omi.lock").read_text().count("no-such-package-omi")
+
+
+def test_missing_wheel_for_the_platform_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OMI_BUILD_CACHE", str(tmp_path / "cache"))
+    example = copy_example(tmp_path)
+    _with(example, "    - joblib==1.6.0", "    - joblib==1.6.0\n    - pywin32==306")
+    before = (example / "omi.lock").read_text()
+    with pytest.raises(
+        LockError, match="cannot resolve the Python requirements for linux/amd64"
+    ) as exc:
+        api.lock([str(example)])
+    assert "pywin32" in str(exc.value)
+    assert (example / "omi.lock").read_text() == before  # nothing half-written

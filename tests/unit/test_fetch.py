@@ -1,0 +1,67 @@
+"""The content-addressed store: digests checked, writes atomic, corruption found."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from omi_build.errors import FetchError
+from omi_build.fetch import Store
+
+
+def _leftovers(store: Store) -> list[Path]:
+    return [p for p in store.blobs.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_fetch_checks_the_digest_and_caches(tmp_path: Path) -> None:
+    source = tmp_path / "file.bin"
+    source.write_bytes(b"payload")
+    digest = hashlib.sha256(b"payload").hexdigest()
+    store = Store(tmp_path / "cache")
+    path = store.fetch(source.as_uri(), digest, what="file.bin")
+    assert path.read_bytes() == b"payload"
+    source.unlink()  # a second fetch never goes to the source
+    assert store.fetch(source.as_uri(), digest, what="file.bin") == path
+
+
+def test_wrong_digest_leaves_nothing_behind(tmp_path: Path) -> None:
+    source = tmp_path / "file.bin"
+    source.write_bytes(b"tampered")
+    store = Store(tmp_path / "cache")
+    with pytest.raises(FetchError, match="does not match") as exc:
+        store.fetch(source.as_uri(), "0" * 64, what="numpy-2.0.whl")
+    assert "numpy-2.0.whl" in str(exc.value)
+    assert exc.value.hint is not None
+    assert not store.has("0" * 64)
+    assert _leftovers(store) == []
+
+
+def test_missing_source_is_a_clear_error(tmp_path: Path) -> None:
+    store = Store(tmp_path / "cache")
+    with pytest.raises(FetchError, match=r"libc6: cannot reach"):
+        store.fetch((tmp_path / "absent.deb").as_uri(), "0" * 64, what="libc6")
+
+
+def test_corrupt_entry_is_detected_and_removed(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    path = store.put_bytes(b"good")
+    path.write_bytes(b"evil")
+    with pytest.raises(FetchError, match="corrupt") as exc:
+        store.verified(path.name, what="libssl3")
+    assert "run the command again" in (exc.value.hint or "")
+    assert not path.exists()
+
+
+def test_interrupted_write_leaves_no_entry(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+
+    def interrupted() -> None:
+        with store.writer() as out:
+            out.write(b"half")
+            raise RuntimeError
+
+    with pytest.raises(RuntimeError):
+        interrupted()
+    assert list(store.blobs.iterdir()) == []
