@@ -28,7 +28,7 @@ from . import _deb, _pyc
 from ._tar import Blob, Compression, Entry, write
 
 # Bump when the same inputs would now give different layer bytes.
-LAYER_FORMAT = 2
+LAYER_FORMAT = 4
 SITE_PACKAGES = "usr/lib/python3/dist-packages"
 RUNTIME_PACKAGE = "omi_runtime"
 MODEL_DIR = "opt/omi/model"
@@ -131,7 +131,10 @@ def debian_entries(
 
 
 def wheel_entries(path: Path, what: str) -> list[Entry]:
-    """A wheel installed into the image's site-packages, as pip would (no scripts: no shell)."""
+    """A wheel installed into the image's site-packages, as pip would, less its test suite.
+
+    Scripts are left out too: nothing could run them without a shell.
+    """
     entries = []
     try:
         archive = zipfile.ZipFile(path)
@@ -147,6 +150,8 @@ def wheel_entries(path: Path, what: str) -> list[Entry]:
             if ".." in parts or name.startswith("/"):
                 msg = f"{what} holds an unsafe path: {name}"
                 raise BuildError(msg)
+            if "tests" in parts[:-1]:
+                continue  # a package's own test suite: never imported when serving (numpy: 7 MB)
             if parts[0].endswith(".data") and len(parts) > 2:
                 if parts[1] not in {"purelib", "platlib"}:
                     continue  # scripts, headers and data files: not needed to import the package

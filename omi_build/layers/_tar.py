@@ -88,7 +88,7 @@ def _compressor(kind: Compression) -> _Compressor:
 
         compressor: _Compressor = zstandard.ZstdCompressor(level=3).compressobj()
         return compressor
-    return _Gzip(level=2)
+    return _Gzip(level=3)
 
 
 @dataclass

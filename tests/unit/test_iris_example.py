@@ -26,18 +26,18 @@ def _module(name: str) -> ModuleType:
 
 def test_training_reproduces_the_committed_model_byte_for_byte() -> None:
     train = _module("train")
-    first = train.serialise(train.train())
-    second = train.serialise(train.train())
-    assert first == second
-    assert first == (IRIS / "model.joblib").read_bytes()
+    first = train.export(train.train())
+    assert first == train.export(train.train())
+    assert first == (IRIS / "model.npz").read_bytes()
 
 
-def test_model_class_matches_scikit_learn_in_process() -> None:
-    train = _module("train")
-    reference = train.train()
+def test_served_model_predicts_exactly_what_scikit_learn_does() -> None:
+    reference = _module("train").train()
     served = _module("model").IrisModel()
     served.load(Path(IRIS))
-    batch = np.array([[5.1, 3.5, 1.4, 0.2], [7.0, 3.2, 4.7, 1.4], [6.3, 3.3, 6.0, 2.5]], np.float32)
+    grid = np.random.default_rng(7).uniform([4, 2, 1, 0], [8, 4.5, 7, 2.5], size=(2000, 4))
+    batch = grid.astype(np.float32)
     outputs = served.predict({"measurements": batch})
-    assert outputs["species"].tolist() == reference.predict(batch).tolist() == [0, 1, 2]
-    assert outputs["probabilities"].shape == (3, 3)
+    assert outputs["species"].tolist() == reference.predict(batch).tolist()
+    np.testing.assert_allclose(outputs["probabilities"], reference.predict_proba(batch), atol=1e-6)
+    assert outputs["species"].dtype == np.int64

@@ -1,0 +1,168 @@
+"""Adaptive batching: concurrent requests share one predict call, a lone request waits for none.
+
+While the model works on one batch, new requests queue up; the next batch takes all of them
+(up to max_batch_size). A request only waits (at most max_wait_ms) for others that have
+already arrived and are being decoded, so a single client sees no added latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ._model import TensorSpec
+from ._tensors import conform_output
+
+Arrays = dict[str, np.ndarray]
+
+
+class ModelError(Exception):
+    """The model raised or answered wrongly; the request gets INTERNAL with this message."""
+
+
+@dataclass
+class _Pending:
+    inputs: Arrays
+    rows: int
+    future: asyncio.Future[Arrays]
+    signature: tuple[Any, ...] = field(default=())
+
+
+def _signature(inputs: Arrays) -> tuple[Any, ...]:
+    return tuple((name, array.dtype.str, array.shape[1:]) for name, array in sorted(inputs.items()))
+
+
+class Batcher:
+    def __init__(
+        self,
+        predict: Callable[[Arrays], Any],
+        outputs: tuple[TensorSpec, ...],
+        *,
+        max_batch_size: int,
+        max_wait_ms: float,
+        workers: int,
+    ) -> None:
+        self._predict = predict
+        self._outputs = outputs
+        self._max_batch = max(1, max_batch_size)
+        self._max_wait = max_wait_ms / 1000
+        self._workers = max(1, workers)
+        self._executor = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="model")
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._arriving = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        return self._executor
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._loop()) for _ in range(self._workers)]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._executor.shutdown(wait=True)
+
+    def arriving(self) -> _Arrival:
+        """Mark a request that is being decoded, so a forming batch may wait for it."""
+        return _Arrival(self)
+
+    async def predict(self, inputs: Arrays, rows: int) -> Arrays:
+        future: asyncio.Future[Arrays] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Pending(inputs, rows, future, _signature(inputs)))
+        return await future
+
+    async def _next_batch(self) -> list[_Pending]:
+        batch = [await self._queue.get()]
+        rows = batch[0].rows
+        deadline = asyncio.get_running_loop().time() + self._max_wait
+        while rows < self._max_batch:
+            if not self._queue.empty():
+                item = self._queue.get_nowait()
+            elif (
+                self._arriving > 0
+                and (remaining := deadline - asyncio.get_running_loop().time()) > 0
+            ):
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
+            else:
+                break
+            if rows + item.rows > self._max_batch or item.signature != batch[0].signature:
+                await self._queue.put(item)  # it starts the next batch
+                break
+            batch.append(item)
+            rows += item.rows
+        return batch
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._next_batch()
+            live = [item for item in batch if not item.future.done()]  # cancelled by the client
+            if not live:
+                continue
+            try:
+                results = await loop.run_in_executor(self._executor, self._run, live)
+            except ModelError as exc:
+                for item in live:
+                    if not item.future.done():
+                        item.future.set_exception(ModelError(str(exc)))
+                continue
+            for item, result in zip(live, results, strict=True):
+                if not item.future.done():
+                    item.future.set_result(result)
+
+    def _run(self, batch: list[_Pending]) -> list[Arrays]:
+        if len(batch) == 1:
+            joined = batch[0].inputs
+        else:
+            joined = {
+                name: np.concatenate([item.inputs[name] for item in batch])
+                for name in batch[0].inputs
+            }
+        total = sum(item.rows for item in batch)
+        try:
+            answer = self._predict(joined)
+        except Exception as exc:
+            msg = f"the model raised {type(exc).__name__}: {exc}"
+            raise ModelError(msg) from exc
+        if not isinstance(answer, dict):
+            msg = f"the model's predict returned {type(answer).__name__}, not a dict of arrays"
+            raise ModelError(msg)
+        outputs: Arrays = {}
+        for spec in self._outputs:
+            if spec.name not in answer:
+                msg = f"the model's predict returned no output '{spec.name}'"
+                raise ModelError(msg)
+            try:
+                outputs[spec.name] = conform_output(spec, answer[spec.name], total)
+            except (ValueError, TypeError) as exc:
+                raise ModelError(str(exc)) from exc
+        results = []
+        start = 0
+        for item in batch:
+            results.append(
+                {name: array[start : start + item.rows] for name, array in outputs.items()}
+            )
+            start += item.rows
+        return results
+
+
+class _Arrival:
+    def __init__(self, batcher: Batcher) -> None:
+        self._batcher = batcher
+
+    def __enter__(self) -> None:
+        self._batcher._arriving += 1  # noqa: SLF001 - the batcher's own helper
+
+    def __exit__(self, *_: object) -> None:
+        self._batcher._arriving -= 1  # noqa: SLF001

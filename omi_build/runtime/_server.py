@@ -1,0 +1,167 @@
+"""The model server: one port for OMI v1, OIP v2, health and reflection; drains on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import grpc
+
+from ._batcher import Batcher
+from ._health import NOT_SERVING, SERVING, HealthService, ReflectionService, add_reflection
+from ._model import Config, StartupError, load_model, read_config, verify_files
+
+RUNTIME_VERSION = "1"
+OIP_SERVICE = "inference.GRPCInferenceService"
+OMI_SERVICE = "ModzyModel"
+
+
+def _process_age_s() -> float | None:
+    """Seconds since this process started, from /proc (None where there is no /proc)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@dataclass
+class State:
+    """What the services share: the model once loaded, and whether it may serve."""
+
+    log_stream: TextIO = field(default_factory=lambda: sys.stderr)
+    ready: bool = False
+    model: Any = None
+    batcher: Any = None
+
+    def log(self, event: str, *, level: str = "info", **fields: Any) -> None:
+        record = {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "level": level,
+            "event": event,
+            **fields,
+        }
+        self.log_stream.write(json.dumps(record, default=str) + "\n")
+        self.log_stream.flush()
+
+
+def _port(config: Config, override: int | None) -> int:
+    if override is not None:
+        return override
+    from_env = os.environ.get("PSC_MODEL_PORT")
+    if from_env:
+        if not from_env.isdigit() or not 0 < int(from_env) < 65536:
+            msg = f"PSC_MODEL_PORT={from_env!r} is not a port number"
+            raise StartupError(msg)
+        return int(from_env)
+    return int(config.serving["port"])
+
+
+async def serve(
+    config_path: Path, *, port: int | None = None, host: str = "[::]", model_dir: Path | None = None
+) -> int:
+    """Serve until SIGTERM, SIGINT or an OMI Shutdown; return the exit code."""
+    from ._oip import InferenceService  # noqa: PLC0415 - loaded after the port is open
+    from ._omi import ModzyService  # noqa: PLC0415
+
+    state = State()
+    try:
+        config = read_config(config_path, model_dir)
+        verify_files(config)
+        listen = _port(config, port)
+    except StartupError as exc:
+        state.log("startup_failed", level="error", message=str(exc))
+        return 1
+    serving = config.serving
+    limit = int(serving["max_message_bytes"])
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            ("grpc.so_reuseport", 0),
+        ],
+        maximum_concurrent_rpcs=int(serving["concurrency"]["max_in_flight"]),
+    )
+    protocols = serving["protocols"]
+    services = [s for s, p in ((OMI_SERVICE, "omi-v1"), (OIP_SERVICE, "oip-v2")) if p in protocols]
+    health = HealthService(services)
+    stop = asyncio.Event()
+    from ._generated import grpc_predict_v2_pb2_grpc, health_pb2_grpc, model2_template_pb2_grpc  # noqa: PLC0415
+
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    add_reflection(
+        server,
+        ReflectionService(
+            [*services, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"]
+        ),
+    )
+    if "oip-v2" in protocols:
+        grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            InferenceService(config, state, RUNTIME_VERSION), server
+        )
+    if "omi-v1" in protocols:
+        model2_template_pb2_grpc.add_ModzyModelServicer_to_server(
+            ModzyService(config, state, stop.set), server
+        )
+    try:
+        server.add_insecure_port(f"{host}:{listen}")
+    except RuntimeError as exc:
+        state.log("startup_failed", level="error", message=f"cannot listen on port {listen}: {exc}")
+        return 1
+    await server.start()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    state.log(
+        "listening", port=listen, protocols=protocols, model=config.name, version=config.version
+    )
+    try:
+        state.model = await asyncio.wait_for(
+            loop.run_in_executor(None, load_model, config),
+            timeout=float(serving["timeouts"]["startup_s"]),
+        )
+    except (StartupError, TimeoutError) as exc:
+        message = str(exc) or f"the model did not load within {serving['timeouts']['startup_s']} s"
+        state.log("startup_failed", level="error", message=message)
+        await server.stop(grace=None)
+        return 1
+    batching = serving["batching"]
+    state.batcher = Batcher(
+        state.model.predict,
+        config.outputs,
+        max_batch_size=int(batching["max_batch_size"]),
+        max_wait_ms=float(batching["max_wait_ms"]),
+        workers=int(serving["concurrency"]["workers"]),
+    )
+    state.batcher.start()
+    state.ready = True
+    health.set(SERVING)
+    age = _process_age_s()
+    state.log("serving", startup_ms=round(age * 1000) if age is not None else None)
+    await stop.wait()
+    state.ready = False
+    health.set(NOT_SERVING)
+    drain = float(serving["timeouts"]["drain_s"])
+    state.log("draining", grace_s=drain)
+    await asyncio.sleep(0.05)  # let a Shutdown RPC's answer leave before the port closes
+    await server.stop(grace=drain)
+    await state.batcher.stop()
+    state.log("stopped")
+    return 0
+
+
+def run(
+    config_path: Path, *, port: int | None = None, host: str = "[::]", model_dir: Path | None = None
+) -> int:
+    try:
+        return asyncio.run(serve(config_path, port=port, host=host, model_dir=model_dir))
+    except KeyboardInterrupt:
+        return 130
