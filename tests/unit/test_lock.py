@@ -182,7 +182,7 @@ def test_committed_lock_of_the_example_is_current() -> None:
     current = lock.check(manifest)
     assert set(current.targets["cpu"]) == {"linux/amd64", "linux/arm64"}
     amd64 = current.platform("cpu", "linux/amd64")
-    assert {w.name for w in amd64.wheels} >= {"scikit-learn", "numpy", "grpcio", "protobuf"}
+    assert {w.name for w in amd64.wheels} >= {"numpy", "grpcio", "protobuf"}
     assert {p.name for p in amd64.debian} >= {"libc6", "python3.11-minimal", "ca-certificates"}
     assert not {p.name for p in amd64.debian} & _apt.EXCLUDED
 
@@ -194,7 +194,7 @@ def test_lock_round_trips(iris: Path) -> None:
 
 
 def test_changed_requirements_make_the_lock_stale(iris: Path) -> None:
-    text = (iris / "omi.yaml").read_text().replace("joblib==1.6.0", "joblib==1.5.3")
+    text = (iris / "omi.yaml").read_text().replace("numpy==2.4.6", "numpy==2.4.5")
     (iris / "omi.yaml").write_text(text)
     with pytest.raises(LockError, match="stale") as exc:
         lock.check(load(iris))
