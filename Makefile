@@ -37,6 +37,7 @@ lint: dev ## ruff, mypy (strict), import contracts, schema self-check
 	$(BIN)/ruff format --check omi_build tests examples bench
 	$(BIN)/ruff check omi_build tests examples bench
 	$(BIN)/mypy
+	for example in examples/*/; do $(BIN)/mypy --strict $$example || exit 1; done
 	$(BIN)/lint-imports
 	$(BIN)/python -c "import json, jsonschema; jsonschema.Draft202012Validator.check_schema(json.load(open('schemas/omi.schema.json')))"
 

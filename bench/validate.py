@@ -27,9 +27,7 @@ def _timed(action: object) -> list[float]:
 def main() -> None:
     tool = Path(sys.executable).with_name("omi-build")
     process = _timed(
-        lambda: subprocess.run(
-            [str(tool), "validate", str(EXAMPLE)], check=True, capture_output=True
-        )
+        lambda: subprocess.run([str(tool), "validate", str(EXAMPLE)], check=True, capture_output=True)
     )
     api.validate([str(EXAMPLE)])  # warm the schema and SPDX caches once
     in_process = _timed(lambda: api.validate([str(EXAMPLE)]))

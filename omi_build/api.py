@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from omi_build import scaffold, workspace
 from omi_build.errors import BuildError, Issue, LockError, ManifestError
@@ -86,9 +87,7 @@ class BuiltImage:
     compressed_size: int
 
 
-def _output_dir(
-    selection: workspace.Selection, target: str, output: Path | None, several: bool
-) -> Path:
+def _output_dir(selection: workspace.Selection, target: str, output: Path | None, several: bool) -> Path:
     if output is not None:
         return output / selection.package.name / target if several else output
     return selection.package.root / "omi-out" / selection.package.name / target
@@ -137,9 +136,7 @@ def build(
             store, compression=manifest.build.compression, epoch=epoch, progress=progress
         )
         digests = layers.model_file_digests(manifest.directory, manifest.model.files)
-        config = codegen.render(
-            codegen.serving_config(manifest, digests, model_dir="/" + layers.MODEL_DIR)
-        )
+        config = codegen.render(codegen.serving_config(manifest, digests, model_dir="/" + layers.MODEL_DIR))
         python = manifest.python.version
         uid = manifest.security.user
         images = []
@@ -192,7 +189,55 @@ def build(
         if docker_archive is not None:
             first = images[0]
             repo_tag = f"{manifest.metadata.name}:{manifest.metadata.version}"
-            image.write_docker_archive(
-                docker_archive, directory, first, repo_tag=repo_tag, epoch=epoch
-            )
+            image.write_docker_archive(docker_archive, directory, first, repo_tag=repo_tag, epoch=epoch)
     return built
+
+
+def _layout_for(argument: str, cwd: Path | None, progress: Progress | None) -> Path:
+    """An OCI layout directory as given, or the one built for a label or package path."""
+    candidate = Path(argument) if Path(argument).is_absolute() else (cwd or Path.cwd()) / argument
+    if (candidate / "oci-layout").is_file():
+        return candidate
+    built = build([argument], cwd=cwd, progress=progress)
+    layouts = list(dict.fromkeys(image.layout for image in built))
+    if len(layouts) != 1:
+        labels = ", ".join(sorted({image.label for image in built}))
+        msg = f"'{argument}' selects several targets ({labels})"
+        raise BuildError(msg, hint="name one, e.g. //package:cpu")
+    return layouts[0]
+
+
+def run(
+    argument: str,
+    *,
+    port: int,
+    cwd: Path | None = None,
+    progress: Progress | None = None,
+    output: Any = None,
+) -> Any:
+    """Start the image of a layout or label on 127.0.0.1:port (building it first if needed)."""
+    from omi_build import run as running  # noqa: PLC0415
+
+    return running.start(_layout_for(argument, cwd, progress), port=port, output=output)
+
+
+def run_examples(
+    argument: str,
+    *,
+    port: int,
+    cwd: Path | None = None,
+    progress: Progress | None = None,
+    log: Any = None,
+) -> list[Any]:
+    """Run the image, send every example through every protocol, and stop it: the outcomes."""
+    from omi_build import conformance  # noqa: PLC0415
+    from omi_build import run as running  # noqa: PLC0415
+
+    layout = _layout_for(argument, cwd, progress)
+    with running.start(layout, port=port, output=log) as server:
+        running.wait_serving(server)
+        config = server.config()
+        if not config["model"].get("examples"):
+            msg = "the model declares no examples to test"
+            raise BuildError(msg, hint="add model.examples to omi.yaml")
+        return conformance.run_examples(port, config)

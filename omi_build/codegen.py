@@ -26,9 +26,7 @@ def _tensor(tensor: Tensor) -> dict[str, Any]:
     }
 
 
-def serving_config(
-    manifest: Manifest, file_digests: dict[str, str], *, model_dir: str
-) -> dict[str, Any]:
+def serving_config(manifest: Manifest, file_digests: dict[str, str], *, model_dir: str) -> dict[str, Any]:
     serving = manifest.serving
     return {
         "apiVersion": CONFIG_VERSION,
@@ -44,6 +42,11 @@ def serving_config(
             "inputs": [_tensor(t) for t in manifest.model.inputs],
             "outputs": [_tensor(t) for t in manifest.model.outputs],
             "files": file_digests,
+            # not used by the server; `omi-build test LAYOUT` reads them from the image
+            "examples": [
+                {"name": e.name, "inputs": e.inputs, "outputs": e.outputs, "tolerance": e.tolerance}
+                for e in manifest.model.examples
+            ],
         },
         "serving": {
             "port": serving.port,

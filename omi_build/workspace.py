@@ -178,9 +178,6 @@ def _resolve_one(argument: str, root: Path, cwd: Path) -> list[tuple[Package, st
         return [(package, None) for package in found]
     package = Package(root=root, name=package_path)
     if not (package.directory / MANIFEST_NAME).is_file():
-        msg = (
-            f"label '{argument}': no package {package.label()} "
-            f"(no {MANIFEST_NAME} in {package.directory})"
-        )
+        msg = f"label '{argument}': no package {package.label()} (no {MANIFEST_NAME} in {package.directory})"
         raise WorkspaceError(msg, hint="'omi-build query //...' lists every target")
     return [(package, target)]

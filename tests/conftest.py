@@ -14,9 +14,7 @@ EXAMPLES = REPO / "examples"
 
 
 @pytest.fixture(autouse=True)
-def _offline_unless_integration(
-    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _offline_unless_integration(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     if request.node.get_closest_marker("integration") is None:
 
         def refuse(*_args: Any, **_kwargs: Any) -> Any:

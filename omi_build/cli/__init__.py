@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -52,9 +54,7 @@ def _cmd_validate(args: argparse.Namespace, io: _Streams) -> int:
     else:
         for m in manifests:
             targets = ", ".join(t.name for t in m.targets)
-            io.out.write(
-                f"ok: {m.path} ({m.metadata.name} {m.metadata.version}; targets: {targets})\n"
-            )
+            io.out.write(f"ok: {m.path} ({m.metadata.name} {m.metadata.version}; targets: {targets})\n")
     return 0
 
 
@@ -166,6 +166,59 @@ def _cmd_build(args: argparse.Namespace, io: _Streams) -> int:
     return 0
 
 
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _cmd_run(args: argparse.Namespace, io: _Streams) -> int:
+    from omi_build.run import wait_serving  # noqa: PLC0415
+
+    server = api.run(args.image, port=args.port, progress=_progress(args, io))
+    try:
+        seconds = wait_serving(server)
+        io.err.write(
+            f"serving on 127.0.0.1:{args.port} after {seconds:.2f} s ({server.runtime}); Ctrl-C stops it\n"
+        )
+        io.err.flush()
+        server.process.wait()
+    except KeyboardInterrupt:
+        io.err.write("stopping (draining in-flight requests)\n")
+    finally:
+        code = server.stop()
+    return 0 if code in (0, None, -15, 143) else 1
+
+
+def _cmd_test(args: argparse.Namespace, io: _Streams) -> int:
+    with tempfile.TemporaryFile() as log:
+        try:
+            outcomes = api.run_examples(
+                args.image, port=args.port or _free_port(), progress=_progress(args, io), log=log
+            )
+        except OmiError:
+            log.seek(0)
+            io.err.write(log.read().decode(errors="replace"))
+            raise
+    failed = [o for o in outcomes if not o.passed]
+    if args.format == "json":
+        rows = [
+            {"example": o.example, "protocol": o.protocol, "passed": o.passed, "detail": o.detail}
+            for o in outcomes
+        ]
+        io.out.write(json.dumps({"ok": not failed, "results": rows}, indent=2) + "\n")
+    else:
+        width = max(len(o.example) for o in outcomes)
+        io.out.write(f"{'example':<{width}}  {'protocol':<10}  result\n")
+        for o in outcomes:
+            io.out.write(
+                f"{o.example:<{width}}  {o.protocol:<10}  {'PASS' if o.passed else 'FAIL'}  {o.detail}\n"
+            )
+        io.out.write(f"{len(outcomes) - len(failed)} passed, {len(failed)} failed\n")
+    return 1 if failed else 0
+
+
 Command = Callable[[argparse.Namespace, _Streams], int]
 
 
@@ -175,8 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--format",
         choices=("human", "json"),
         default=argparse.SUPPRESS,
-        help="output format (default: human); errors also go to GitHub annotations "
-        "when GITHUB_ACTIONS=true",
+        help="output format (default: human); errors also go to GitHub annotations when GITHUB_ACTIONS=true",
     )
     common.add_argument(
         "-v",
@@ -221,9 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"{LABEL_HELP} (default: the package here, else every package below)",
     )
     add("schema", _cmd_schema, "print the omi.yaml JSON Schema (draft 2020-12)")
-    init = add(
-        "init", _cmd_init, "write a commented starter omi.yaml (and model.py) that validates"
-    )
+    init = add("init", _cmd_init, "write a commented starter omi.yaml (and model.py) that validates")
     init.add_argument("directory", nargs="?", default=".", metavar="DIR", help="default: .")
     init.add_argument("--force", action="store_true", help="overwrite an existing omi.yaml")
     lock = add(
@@ -262,14 +312,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write a tar that 'docker load' and 'podman load' accept (first platform)",
     )
     build.add_argument("--json", action="store_true", help="print the built images as JSON")
+    run = add(
+        "run",
+        _cmd_run,
+        "run a built image locally (docker or podman where an engine answers, else umoci + runc), "
+        "wait until it serves, stream its logs; Ctrl-C drains and stops it",
+    )
+    run.add_argument(
+        "image",
+        metavar="LABEL|LAYOUT",
+        help="a label or package path (built first) or an OCI layout",
+    )
+    run.add_argument("--port", type=int, default=45000, help="port on 127.0.0.1 (default: 45000)")
+    test = add(
+        "test",
+        _cmd_test,
+        "run the image, send every model.examples entry through OMI v1 and OIP v2, compare the "
+        "outputs (floats within the example's tolerance), print a table; exit 1 on any mismatch",
+    )
+    test.add_argument(
+        "image",
+        metavar="LABEL|LAYOUT",
+        help="a label or package path (built first) or an OCI layout",
+    )
+    test.add_argument("--port", type=int, help="port on 127.0.0.1 (default: a free one)")
     query = add("query", _cmd_query, "list the targets that labels select, one label a line")
     query.add_argument("labels", nargs="*", metavar="LABEL", help=f"{LABEL_HELP} (default: //...)")
     return parser
 
 
-def main(
-    argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None
-) -> int:
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Run omi-build with `argv`; return the exit code. Only this module prints."""
     io = _Streams(out or sys.stdout, err or sys.stderr)
     args = build_parser().parse_args(argv)

@@ -125,8 +125,7 @@ def assemble(
         },
         "rootfs": {"type": "layers", "diff_ids": [layer.blob.diff_id for layer in layers]},
         "history": [
-            {"created": created(epoch), "created_by": f"omi-build: {layer.name}"}
-            for layer in layers
+            {"created": created(epoch), "created_by": f"omi-build: {layer.name}"} for layer in layers
         ],
     }
     if variant or arch == "arm64":
@@ -238,18 +237,12 @@ def write_docker_archive(
     path: Path, layout: Path, image: PlatformImage, *, repo_tag: str, epoch: int
 ) -> None:
     """A tar that `docker load` and `podman load` accept: the image's blobs plus manifest.json."""
-    blob_names = [
-        f"blobs/sha256/{layer.blob.digest.removeprefix('sha256:')}" for layer in image.layers
-    ]
+    blob_names = [f"blobs/sha256/{layer.blob.digest.removeprefix('sha256:')}" for layer in image.layers]
     config_name = f"blobs/sha256/{digest_of(image.config).removeprefix('sha256:')}"
-    manifest_json = canonical(
-        [{"Config": config_name, "RepoTags": [repo_tag], "Layers": blob_names}]
-    )
+    manifest_json = canonical([{"Config": config_name, "RepoTags": [repo_tag], "Layers": blob_names}])
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
-    def add(
-        tar: tarfile.TarFile, name: str, data: bytes | None = None, source: Path | None = None
-    ) -> None:
+    def add(tar: tarfile.TarFile, name: str, data: bytes | None = None, source: Path | None = None) -> None:
         info = tarfile.TarInfo(name)
         info.mtime = epoch
         info.mode = 0o644

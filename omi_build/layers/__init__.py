@@ -47,9 +47,7 @@ class Layer:
 
 
 def _digest_json(value: Any) -> str:
-    return hashlib.sha256(
-        json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
-    ).hexdigest()
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _pyc_identity(python_version: str) -> str | None:
@@ -57,9 +55,7 @@ def _pyc_identity(python_version: str) -> str | None:
     return sys.version if _pyc.can_compile_for(python_version) else None
 
 
-def _with_bytecode(
-    entries: list[Entry], python_version: str, roots: tuple[str, ...]
-) -> list[Entry]:
+def _with_bytecode(entries: list[Entry], python_version: str, roots: tuple[str, ...]) -> list[Entry]:
     if not _pyc.can_compile_for(python_version):
         return entries
     sources = [
@@ -91,9 +87,7 @@ def _passwd(uid: int) -> list[Entry]:
     ]
 
 
-def debian_entries(
-    debs: Iterable[tuple[DebPackage, Path]], *, uid: int, python_version: str
-) -> list[Entry]:
+def debian_entries(debs: Iterable[tuple[DebPackage, Path]], *, uid: int, python_version: str) -> list[Entry]:
     """The distroless-style base: package files plus what maintainer scripts would have made."""
     tree: dict[str, Entry] = {}
     certificates: list[tuple[str, bytes]] = []
@@ -114,12 +108,8 @@ def debian_entries(
     for directory in _deb.MERGED_DIRS:
         if f"usr/{directory}" in tree or any(p.startswith(f"usr/{directory}/") for p in tree):
             tree[directory] = Entry(path=directory, kind="symlink", target=f"usr/{directory}")
-    bundle = b"".join(
-        data if data.endswith(b"\n") else data + b"\n" for _, data in sorted(certificates)
-    )
-    tree["etc/ssl/certs/ca-certificates.crt"] = Entry(
-        path="etc/ssl/certs/ca-certificates.crt", data=bundle
-    )
+    bundle = b"".join(data if data.endswith(b"\n") else data + b"\n" for _, data in sorted(certificates))
+    tree["etc/ssl/certs/ca-certificates.crt"] = Entry(path="etc/ssl/certs/ca-certificates.crt", data=bundle)
     for entry in _passwd(uid):
         tree[entry.path] = entry
     shells = [path for path in _SHELLS if path in tree]
@@ -157,9 +147,7 @@ def wheel_entries(path: Path, what: str) -> list[Entry]:
                     continue  # scripts, headers and data files: not needed to import the package
                 name = "/".join(parts[2:])
             mode = (info.external_attr >> 16) & 0o777 or 0o644
-            entries.append(
-                Entry(path=f"{SITE_PACKAGES}/{name}", mode=mode, data=archive.read(info))
-            )
+            entries.append(Entry(path=f"{SITE_PACKAGES}/{name}", mode=mode, data=archive.read(info)))
     return entries
 
 
@@ -168,9 +156,7 @@ def runtime_entries() -> list[Entry]:
     entries = []
     for source in sorted(_RUNTIME_SOURCE.rglob("*.py")):
         relative = source.relative_to(_RUNTIME_SOURCE).as_posix()
-        entries.append(
-            Entry(path=f"{SITE_PACKAGES}/{RUNTIME_PACKAGE}/{relative}", data=source.read_bytes())
-        )
+        entries.append(Entry(path=f"{SITE_PACKAGES}/{RUNTIME_PACKAGE}/{relative}", data=source.read_bytes()))
     return entries
 
 
@@ -189,9 +175,7 @@ def model_file_digests(directory: Path, patterns: Iterable[str]) -> dict[str, st
 class LayerBuilder:
     """Builds layers into a store, skipping any whose inputs were built before."""
 
-    def __init__(
-        self, store: Store, *, compression: Compression, epoch: int, progress: Progress
-    ) -> None:
+    def __init__(self, store: Store, *, compression: Compression, epoch: int, progress: Progress) -> None:
         self.store = store
         self.compression: Compression = compression
         self.epoch = epoch
@@ -225,9 +209,7 @@ class LayerBuilder:
             temporary.replace(record)
         return Layer(name=name, blob=blob)
 
-    def debian(
-        self, debs: list[tuple[DebPackage, Path]], *, uid: int, python_version: str
-    ) -> Layer:
+    def debian(self, debs: list[tuple[DebPackage, Path]], *, uid: int, python_version: str) -> Layer:
         inputs = {
             "debs": [p.sha256 for p, _ in sorted(debs, key=lambda d: d[0].name)],
             "uid": uid,
@@ -235,9 +217,7 @@ class LayerBuilder:
         }
 
         def build() -> list[Entry]:
-            checked = [
-                (p, self.store.verified(p.sha256, what=f"{p.name} {p.version}")) for p, _ in debs
-            ]
+            checked = [(p, self.store.verified(p.sha256, what=f"{p.name} {p.version}")) for p, _ in debs]
             return debian_entries(checked, uid=uid, python_version=python_version)
 
         return self.layer(f"debian base ({len(debs)} packages)", inputs, build)

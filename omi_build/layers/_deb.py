@@ -114,14 +114,10 @@ def _entries(data_tar: bytes) -> Iterator[Entry]:
                 )
                 if source is not None and source.isfile():
                     extracted = tar.extractfile(source)
-                    yield Entry(
-                        path=path, mode=source.mode, data=extracted.read() if extracted else b""
-                    )
+                    yield Entry(path=path, mode=source.mode, data=extracted.read() if extracted else b"")
             elif member.isfile():
                 extracted = tar.extractfile(member)
-                yield Entry(
-                    path=path, mode=member.mode, data=extracted.read() if extracted else b""
-                )
+                yield Entry(path=path, mode=member.mode, data=extracted.read() if extracted else b"")
 
 
 def read(path: Path, what: str) -> Deb:

@@ -56,11 +56,7 @@ def cache_path(path: str) -> str:
     directory, _, name = path.rpartition("/")
     tag = sys.implementation.cache_tag
     stem = name[: -len(".py")]
-    return (
-        f"{directory}/__pycache__/{stem}.{tag}.pyc"
-        if directory
-        else f"__pycache__/{stem}.{tag}.pyc"
-    )
+    return f"{directory}/__pycache__/{stem}.{tag}.pyc" if directory else f"__pycache__/{stem}.{tag}.pyc"
 
 
 def _frames(items: Iterable[tuple[str, bytes]]) -> bytes:
@@ -68,10 +64,7 @@ def _frames(items: Iterable[tuple[str, bytes]]) -> bytes:
     for path, payload in items:
         encoded = path.encode()
         parts.append(
-            len(encoded).to_bytes(4, "little")
-            + len(payload).to_bytes(8, "little")
-            + encoded
-            + payload
+            len(encoded).to_bytes(4, "little") + len(payload).to_bytes(8, "little") + encoded + payload
         )
     return b"".join(parts)
 

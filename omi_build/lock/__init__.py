@@ -220,15 +220,11 @@ def fetch(
     if missing_debs:
         mirrors = {
             a.suite: a.uri
-            for a in _apt.archives_for(
-                suite, manifest.build.base.mirror, manifest.build.base.snapshot
-            )
+            for a in _apt.archives_for(suite, manifest.build.base.mirror, manifest.build.base.snapshot)
         }
         for package in missing_debs:
             if package.suite not in mirrors:
-                msg = (
-                    f"no mirror is configured for {package.suite}, which {package.name} comes from"
-                )
+                msg = f"no mirror is configured for {package.suite}, which {package.name} comes from"
                 raise LockError(msg, hint="configure the suite's mirror or run 'omi-build lock'")
             url = f"{mirrors[package.suite]}/{package.filename}"
             jobs.append(
@@ -251,9 +247,7 @@ def fetch(
         for wheel in missing_wheels:
             if wheel.filename not in found:
                 msg = f"wheel {wheel.filename} is not on the package index"
-                raise LockError(
-                    msg, hint="it may have been yanked; run 'omi-build lock' to re-resolve"
-                )
+                raise LockError(msg, hint="it may have been yanked; run 'omi-build lock' to re-resolve")
             jobs.append((found[wheel.filename], wheel.sha256, wheel.filename, wheel.size))
     if not jobs:
         return

@@ -173,9 +173,7 @@ def host_archives(suite: str) -> list[Archive]:
             continue
         for name in suites:
             if name in wanted:
-                archives.append(
-                    Archive(uri=uri.rstrip("/"), suite=name, keyring=keyring or DEFAULT_KEYRING)
-                )
+                archives.append(Archive(uri=uri.rstrip("/"), suite=name, keyring=keyring or DEFAULT_KEYRING))
     return archives
 
 
@@ -210,9 +208,7 @@ def archives_for(suite: str, mirror: str | None, snapshot: str | None) -> list[A
 def _gpgv(signed: bytes, keyring: Path, what: str) -> bytes:
     if not keyring.is_file():
         msg = f"the archive keyring {keyring} is missing"
-        raise ToolError(
-            msg, hint="install Debian's keyring: apt-get install debian-archive-keyring"
-        )
+        raise ToolError(msg, hint="install Debian's keyring: apt-get install debian-archive-keyring")
     with tempfile.TemporaryDirectory() as scratch:
         source = Path(scratch, "InRelease")
         source.write_bytes(signed)
@@ -285,9 +281,7 @@ def _parse_packages(text: str, suite: str) -> dict[str, DebPackage]:
 def index(archive: Archive, arch: str, store: Store, progress: Progress) -> dict[str, DebPackage]:
     """The verified Packages index of one archive for one architecture."""
     what = f"{archive.suite} InRelease"
-    release = _gpgv(
-        _read(f"{archive.uri}/dists/{archive.suite}/InRelease", what), archive.keyring, what
-    )
+    release = _gpgv(_read(f"{archive.uri}/dists/{archive.suite}/InRelease", what), archive.keyring, what)
     hashes = _release_hashes(release.decode("utf-8", errors="replace"))
     path = f"main/binary-{arch}/Packages.xz"
     if path not in hashes:

@@ -54,9 +54,7 @@ def _check_entrypoint(model: dict[str, Any], base: FsPath, report: Reporter) -> 
         return None
     source_file = base / file_name
     if not source_file.is_file():
-        report.add(
-            path, f"'{file_name}' does not exist next to omi.yaml; create it or fix the path"
-        )
+        report.add(path, f"'{file_name}' does not exist next to omi.yaml; create it or fix the path")
         return None
     try:
         tree = ast.parse(source_file.read_bytes(), filename=file_name)
@@ -70,9 +68,7 @@ def _check_entrypoint(model: dict[str, Any], base: FsPath, report: Reporter) -> 
         did_you_mean = suggest(class_name, classes)
         report.add(path, f"'{file_name}' defines no class '{class_name}'{did_you_mean}")
         return file_name
-    methods = {
-        node.name for node in found.body if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
-    }
+    methods = {node.name for node in found.body if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)}
     if not found.bases and "predict" not in methods:
         report.add(
             path,
@@ -82,9 +78,7 @@ def _check_entrypoint(model: dict[str, Any], base: FsPath, report: Reporter) -> 
     return file_name
 
 
-def _check_files(
-    model: dict[str, Any], base: FsPath, entry_file: str | None, report: Reporter
-) -> None:
+def _check_files(model: dict[str, Any], base: FsPath, entry_file: str | None, report: Reporter) -> None:
     covered = False
     for index, pattern in enumerate(_list(model.get("files"))):
         if not isinstance(pattern, str) or not pattern:
@@ -161,8 +155,7 @@ def _check_tensor_value(path: Path, tensor: dict[str, Any], value: Any, report: 
         report.add(path, "rows have different lengths; a tensor must be rectangular")
         return
     if len(shape) != len(declared) or any(
-        isinstance(want, int) and want not in {-1, got}
-        for want, got in zip(declared, shape, strict=False)
+        isinstance(want, int) and want not in {-1, got} for want, got in zip(declared, shape, strict=False)
     ):
         shown = "x".join(str(dim) for dim in shape) or "a single value"
         wanted = "x".join("N" if dim == -1 else str(dim) for dim in declared)
@@ -279,9 +272,7 @@ def _check_python(data: dict[str, Any], base: FsPath, report: Reporter) -> None:
         if problem:
             report.add(("python", "requirements_file"), f"'{req_file}' {problem}")
         elif not (base / req_file).is_file():
-            report.add(
-                ("python", "requirements_file"), f"'{req_file}' does not exist next to omi.yaml"
-            )
+            report.add(("python", "requirements_file"), f"'{req_file}' does not exist next to omi.yaml")
     base_section = _dict(_dict(data.get("build")).get("base"))
     version = python.get("version")
     if "image" in base_section or not isinstance(version, str):
@@ -293,8 +284,7 @@ def _check_python(data: dict[str, Any], base: FsPath, report: Reporter) -> None:
         fix = f" or build.base.debian to {others[0]}" if others else ""
         report.add(
             ("python", "version"),
-            f"Debian {suite} ships Python {wanted}, not {version}; "
-            f'set python.version to "{wanted}"{fix}',
+            f'Debian {suite} ships Python {wanted}, not {version}; set python.version to "{wanted}"{fix}',
         )
 
 
@@ -338,8 +328,7 @@ def _check_licenses(data: dict[str, Any], report: Reporter) -> None:
             if isinstance(license_id, str) and license_id not in known:
                 report.add(
                     ("security", "licenses", key, index),
-                    f"'{license_id}' is not an SPDX license identifier"
-                    + _suggest_license(license_id, known),
+                    f"'{license_id}' is not an SPDX license identifier" + _suggest_license(license_id, known),
                 )
     both = set(map(str, lists["allow"])) & set(map(str, lists["deny"]))
     for license_id in sorted(both):

@@ -60,6 +60,4 @@ class Reporter:
         self.issues.append(Issue(file=self.file, line=line, col=col, field=field, message=message))
 
     def add_at(self, line: int, col: int, path: Path, message: str) -> None:
-        self.issues.append(
-            Issue(file=self.file, line=line, col=col, field=field_name(path), message=message)
-        )
+        self.issues.append(Issue(file=self.file, line=line, col=col, field=field_name(path), message=message))

@@ -80,9 +80,7 @@ def _report(error: ValidationError, report: Reporter, skip: set[Path]) -> None:
         for key in value:
             if key in allowed:
                 continue
-            hint_text = suggest(key, allowed) or (
-                f"; allowed here: {', '.join(allowed)}" if allowed else ""
-            )
+            hint_text = suggest(key, allowed) or (f"; allowed here: {', '.join(allowed)}" if allowed else "")
             report.add((*path, key), f"unknown field{hint_text}", at_key=True)
         return
     if kind == "type" and not path:
@@ -102,9 +100,7 @@ def _report(error: ValidationError, report: Reporter, skip: set[Path]) -> None:
     if kind == "enum":
         choices = [str(choice) for choice in rule]
         alias = _ALIASES.get(str(value).upper())
-        did_you_mean = (
-            f"; did you mean '{alias}'?" if alias in choices else suggest(str(value), choices)
-        )
+        did_you_mean = f"; did you mean '{alias}'?" if alias in choices else suggest(str(value), choices)
         report.add(path, f"'{value}' is not one of {', '.join(choices)}{did_you_mean}")
         return
     if kind == "const":

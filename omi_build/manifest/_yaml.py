@@ -105,8 +105,7 @@ def _tab_problems(text: str) -> list[Problem]:
                     number,
                     indent.index("\t") + 1,
                     (),
-                    "tab in indentation; YAML indents with spaces only: "
-                    "replace the tab with spaces",
+                    "tab in indentation; YAML indents with spaces only: replace the tab with spaces",
                 )
             )
     return problems
@@ -226,9 +225,7 @@ class _Converter:
             if not isinstance(key_node, ScalarNode):
                 line, col = _pos(key_node)
                 self.doc.problems.append(
-                    Problem(
-                        line, col, path, "a mapping key must be plain text, not a mapping or list"
-                    )
+                    Problem(line, col, path, "a mapping key must be plain text, not a mapping or list")
                 )
                 continue
             key = str(key_node.value)
@@ -241,8 +238,7 @@ class _Converter:
                         line,
                         col,
                         child,
-                        f"duplicate key '{key}' (first given on line {first_line}); "
-                        "keep one of them",
+                        f"duplicate key '{key}' (first given on line {first_line}); keep one of them",
                     )
                 )
                 continue
@@ -275,9 +271,7 @@ def parse(text: str) -> Document:
             problem = "a manifest is one YAML document; remove the '---' and what follows it"
         elif exc.context and exc.context_mark and exc.problem_mark:
             start = exc.context_mark
-            problem += (
-                f" ({exc.context} started at line {start.line + 1}, column {start.column + 1})"
-            )
+            problem += f" ({exc.context} started at line {start.line + 1}, column {start.column + 1})"
         return Document(data=None, problems=[Problem(line, col, (), f"invalid YAML: {problem}")])
     except yaml.YAMLError as exc:
         return Document(data=None, problems=[Problem(1, 1, (), f"invalid YAML: {exc}")])
@@ -285,9 +279,7 @@ def parse(text: str) -> Document:
         loader.dispose()
     doc = Document(data=None)
     if root is None:
-        doc.problems.append(
-            Problem(1, 1, (), "the file is empty; run 'omi-build init' for a start")
-        )
+        doc.problems.append(Problem(1, 1, (), "the file is empty; run 'omi-build init' for a start"))
         return doc
     doc.data = _Converter(doc).convert(root, ())
     return doc

@@ -86,10 +86,7 @@ class Batcher:
         while rows < self._max_batch:
             if not self._queue.empty():
                 item = self._queue.get_nowait()
-            elif (
-                self._arriving > 0
-                and (remaining := deadline - asyncio.get_running_loop().time()) > 0
-            ):
+            elif self._arriving > 0 and (remaining := deadline - asyncio.get_running_loop().time()) > 0:
                 try:
                     item = await asyncio.wait_for(self._queue.get(), remaining)
                 except TimeoutError:
@@ -125,10 +122,7 @@ class Batcher:
         if len(batch) == 1:
             joined = batch[0].inputs
         else:
-            joined = {
-                name: np.concatenate([item.inputs[name] for item in batch])
-                for name in batch[0].inputs
-            }
+            joined = {name: np.concatenate([item.inputs[name] for item in batch]) for name in batch[0].inputs}
         total = sum(item.rows for item in batch)
         try:
             answer = self._predict(joined)
@@ -150,9 +144,7 @@ class Batcher:
         results = []
         start = 0
         for item in batch:
-            results.append(
-                {name: array[start : start + item.rows] for name, array in outputs.items()}
-            )
+            results.append({name: array[start : start + item.rows] for name, array in outputs.items()})
             start += item.rows
         return results
 

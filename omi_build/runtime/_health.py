@@ -46,9 +46,7 @@ class HealthService(health_pb2_grpc.HealthServicer):
         self, request: health_pb2.HealthCheckRequest, context: Any
     ) -> AsyncIterator[health_pb2.HealthCheckResponse]:
         if request.service not in self._names:
-            yield health_pb2.HealthCheckResponse(
-                status=health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
-            )
+            yield health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
             return
         while True:
             changed = self._changed
@@ -78,9 +76,7 @@ class ReflectionService(reflection_pb2_grpc.ServerReflectionServicer):
             pending.extend(current.dependencies)
         return result
 
-    def _answer(
-        self, request: rpb.ServerReflectionRequest, sent: set[str]
-    ) -> rpb.ServerReflectionResponse:
+    def _answer(self, request: rpb.ServerReflectionRequest, sent: set[str]) -> rpb.ServerReflectionResponse:
         response = rpb.ServerReflectionResponse(valid_host=request.host, original_request=request)
         which = request.WhichOneof("message_request")
         try:
@@ -97,9 +93,7 @@ class ReflectionService(reflection_pb2_grpc.ServerReflectionServicer):
                 response.file_descriptor_response.file_descriptor_proto.extend(files)
             elif which == "all_extension_numbers_of_type":
                 self._pool.FindMessageTypeByName(request.all_extension_numbers_of_type)
-                response.all_extension_numbers_response.base_type_name = (
-                    request.all_extension_numbers_of_type
-                )
+                response.all_extension_numbers_response.base_type_name = request.all_extension_numbers_of_type
             else:
                 response.error_response.error_code = grpc.StatusCode.UNIMPLEMENTED.value[0]
                 response.error_response.error_message = f"{which} is not supported"

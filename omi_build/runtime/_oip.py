@@ -44,32 +44,22 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         self._outputs = {spec.name: spec for spec in config.outputs}
 
     # -- health and metadata ---------------------------------------------------------------
-    async def ServerLive(
-        self, request: pb.ServerLiveRequest, context: Any
-    ) -> pb.ServerLiveResponse:
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
-    async def ServerReady(
-        self, request: pb.ServerReadyRequest, context: Any
-    ) -> pb.ServerReadyResponse:
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: Any) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=self._state.ready)
 
-    async def ModelReady(
-        self, request: pb.ModelReadyRequest, context: Any
-    ) -> pb.ModelReadyResponse:
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
         await self._check_model(request.name, request.version, context)
         return pb.ModelReadyResponse(ready=self._state.ready)
 
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: Any
     ) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(
-            name=SERVER_NAME, version=self._version, extensions=EXTENSIONS
-        )
+        return pb.ServerMetadataResponse(name=SERVER_NAME, version=self._version, extensions=EXTENSIONS)
 
-    async def ModelMetadata(
-        self, request: pb.ModelMetadataRequest, context: Any
-    ) -> pb.ModelMetadataResponse:
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
         await self._check_model(request.name, request.version, context)
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
@@ -77,12 +67,10 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             versions=[self._config.version],
             platform="python_omi-build",
             inputs=[
-                tensor(name=s.name, datatype=s.datatype, shape=list(s.shape))
-                for s in self._config.inputs
+                tensor(name=s.name, datatype=s.datatype, shape=list(s.shape)) for s in self._config.inputs
             ],
             outputs=[
-                tensor(name=s.name, datatype=s.datatype, shape=list(s.shape))
-                for s in self._config.outputs
+                tensor(name=s.name, datatype=s.datatype, shape=list(s.shape)) for s in self._config.outputs
             ],
         )
 
@@ -124,9 +112,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                     f"unknown input '{tensor.name}'; the model takes: {known}",
                 )
             if tensor.name in arrays:
-                raise RejectedError(
-                    grpc.StatusCode.INVALID_ARGUMENT, f"input '{tensor.name}' is given twice"
-                )
+                raise RejectedError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{tensor.name}' is given twice")
             if tensor.datatype != spec.datatype:
                 given = tensor.datatype or "untyped"
                 msg = f"input '{tensor.name}' is {given}, but the model takes {spec.datatype}"
@@ -145,9 +131,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 raise RejectedError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
         missing = [name for name in self._inputs if name not in arrays]
         if missing:
-            raise RejectedError(
-                grpc.StatusCode.INVALID_ARGUMENT, f"missing input(s): {', '.join(missing)}"
-            )
+            raise RejectedError(grpc.StatusCode.INVALID_ARGUMENT, f"missing input(s): {', '.join(missing)}")
         rows = {array.shape[0] for array in arrays.values() if array.ndim}
         if len(rows) > 1:
             msg = f"inputs disagree on the batch size: {sorted(rows)}"
@@ -183,9 +167,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         self._state.log("rejected", level="warning", code=exc.code.name, message=str(exc))
         await context.abort(exc.code, str(exc))
 
-    async def ModelInfer(
-        self, request: pb.ModelInferRequest, context: Any
-    ) -> pb.ModelInferResponse:
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
         if not self._state.ready:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the model is not ready")
         try:
@@ -211,9 +193,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 continue
             try:
                 async for outputs in self._stream(arrays, rows):
-                    yield pb.ModelStreamInferResponse(
-                        infer_response=self.encode(request, outputs, wanted)
-                    )
+                    yield pb.ModelStreamInferResponse(infer_response=self.encode(request, outputs, wanted))
             except ModelError as exc:
                 self._state.log("model_error", level="error", message=str(exc))
                 yield pb.ModelStreamInferResponse(error_message=str(exc))

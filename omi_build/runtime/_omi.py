@@ -48,12 +48,15 @@ def _item_array(spec: TensorSpec, data: bytes) -> np.ndarray:
     return array
 
 
-def _json_value(array: np.ndarray) -> Any:
-    if array.dtype == object:
-        return [
-            x.decode("utf-8", "replace") if isinstance(x, bytes) else x for x in array.reshape(-1)
-        ]
-    return array.tolist()
+def _json_value(value: Any) -> Any:
+    """An output (or one item of it) as JSON: numbers, lists, and text for BYTES."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.ndarray):
+        return [_json_value(item) for item in value] if value.dtype == object else value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 class ModzyService(pb_grpc.ModzyModelServicer):
@@ -89,9 +92,7 @@ class ModzyService(pb_grpc.ModzyModelServicer):
                 for s in self._config.inputs
             ],
             outputs=[
-                pb.ModelOutput(
-                    filename=s.name, media_type="application/json", description=s.description
-                )
+                pb.ModelOutput(filename=s.name, media_type="application/json", description=s.description)
                 for s in self._config.outputs
             ],
             timeout=pb.ModelTimeout(
@@ -101,12 +102,8 @@ class ModzyService(pb_grpc.ModzyModelServicer):
             features=pb.ModelFeatures(
                 batch_size=serving["batching"]["max_batch_size"],
                 results_format="json",
-                explanation_format="json"
-                if callable(getattr(self._state.model, "explain", None))
-                else "",
-                drift_format="json"
-                if callable(getattr(self._state.model, "detect_drift", None))
-                else "",
+                explanation_format="json" if callable(getattr(self._state.model, "explain", None)) else "",
+                drift_format="json" if callable(getattr(self._state.model, "detect_drift", None)) else "",
             ),
         )
 
@@ -130,10 +127,7 @@ class ModzyService(pb_grpc.ModzyModelServicer):
                 raise TensorError(msg)
             try:
                 items.append(
-                    {
-                        name: _item_array(self._inputs[name], data)
-                        for name, data in item.input.items()
-                    }
+                    {name: _item_array(self._inputs[name], data) for name, data in item.input.items()}
                 )
             except TensorError as exc:
                 msg = f"item {index}: {exc}"
@@ -152,19 +146,14 @@ class ModzyService(pb_grpc.ModzyModelServicer):
         except ModelError as exc:
             self._state.log("model_error", level="error", message=str(exc))
             return pb.OutputItem(output={"error": str(exc).encode()}, success=False)
-        values = {
-            name: _json_value(array[0]) if array.ndim else _json_value(array)
-            for name, array in outputs.items()
-        }
+        values = {name: _json_value(array[0] if array.ndim else array) for name, array in outputs.items()}
         output = {name: json.dumps(value).encode() for name, value in values.items()}
         output["results.json"] = json.dumps(values).encode()
         for flag, method in (("explain", "explain"), ("detect_drift", "detect_drift")):
             if not getattr(request, flag):
                 continue
             if not callable(getattr(self._state.model, method, None)):
-                output["error"] = (
-                    f"{flag} was asked for, but the model has no {method} method".encode()
-                )
+                output["error"] = f"{flag} was asked for, but the model has no {method} method".encode()
                 return pb.OutputItem(output=output, success=False)
             try:
                 output[f"{method}.json"] = await self._extra(method, inputs)
@@ -175,9 +164,7 @@ class ModzyService(pb_grpc.ModzyModelServicer):
 
     async def Run(self, request: pb.RunRequest, context: Any) -> pb.RunResponse:
         if not self._state.ready:
-            return pb.RunResponse(
-                status_code=503, status="Unavailable", message="the model is not ready"
-            )
+            return pb.RunResponse(status_code=503, status="Unavailable", message="the model is not ready")
         try:
             with self._state.batcher.arriving():
                 items = self._decode(request)

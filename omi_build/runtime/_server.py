@@ -99,9 +99,7 @@ async def serve(
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     add_reflection(
         server,
-        ReflectionService(
-            [*services, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"]
-        ),
+        ReflectionService([*services, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"]),
     )
     if "oip-v2" in protocols:
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
@@ -120,9 +118,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    state.log(
-        "listening", port=listen, protocols=protocols, model=config.name, version=config.version
-    )
+    state.log("listening", port=listen, protocols=protocols, model=config.name, version=config.version)
     try:
         state.model = await asyncio.wait_for(
             loop.run_in_executor(None, load_model, config),

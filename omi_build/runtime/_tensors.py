@@ -72,9 +72,7 @@ def _split_bytes(spec: TensorSpec, raw: bytes, count: int) -> list[bytes]:
     position = 0
     for _ in range(count):
         if position + 4 > len(raw):
-            msg = (
-                f"input '{spec.name}': raw BYTES data ends early ({len(items)} of {count} elements)"
-            )
+            msg = f"input '{spec.name}': raw BYTES data ends early ({len(items)} of {count} elements)"
             raise TensorError(msg)
         (length,) = struct.unpack_from("<I", raw, position)
         position += 4
@@ -165,9 +163,7 @@ def to_contents(array: np.ndarray, datatype: str, contents: Any) -> None:
         raise TensorError(msg)
     flat = array.reshape(-1)
     if datatype == "BYTES":
-        getattr(contents, field).extend(
-            x if isinstance(x, bytes) else str(x).encode() for x in flat
-        )
+        getattr(contents, field).extend(x if isinstance(x, bytes) else str(x).encode() for x in flat)
     else:
         getattr(contents, field).extend(flat.tolist())
 

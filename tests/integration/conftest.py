@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -23,16 +25,12 @@ def copy_example(directory: Path) -> Path:
     return target
 
 
-def build_in(
-    directory: Path, monkeypatch: pytest.MonkeyPatch, **options: object
-) -> list[BuiltImage]:
+def build_in(directory: Path, monkeypatch: pytest.MonkeyPatch, **options: object) -> list[BuiltImage]:
     """Build the example copied into `directory`, with a cache of its own."""
     monkeypatch.setenv("OMI_BUILD_CACHE", str(directory / "cache"))
     monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
     example = (
-        copy_example(directory)
-        if not (directory / "iris-sklearn").exists()
-        else directory / "iris-sklearn"
+        copy_example(directory) if not (directory / "iris-sklearn").exists() else directory / "iris-sklearn"
     )
     return api.build([str(example)], output=directory / "out", **options)  # type: ignore[arg-type]
 
@@ -46,9 +44,7 @@ def iris_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Bui
     return directory, images
 
 
-def run_in_runc(
-    layout: Path, ref: str, args: list[str], workdir: Path
-) -> subprocess.CompletedProcess[str]:
+def run_in_runc(layout: Path, ref: str, args: list[str], workdir: Path) -> subprocess.CompletedProcess[str]:
     """Unpack an image with umoci and run `args` in it with runc, read-only root, as its user."""
     bundle = workdir / f"bundle-{uuid.uuid4().hex[:8]}"
     subprocess.run(
@@ -84,3 +80,33 @@ def run_in_runc(
     finally:
         subprocess.run(["runc", "delete", "--force", name], capture_output=True, check=False)
         shutil.rmtree(bundle, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _client_venv(root: Path, name: str, requirements: list[str]) -> Path:
+    """A virtual environment holding one third-party client (they pin clashing protobufs)."""
+    venv = root / name
+    python = venv / "bin" / "python"
+    if not python.exists():
+        uv = Path(sys.executable).with_name("uv")
+        subprocess.run([str(uv), "venv", "-q", "--python", sys.executable, str(venv)], check=True)
+        subprocess.run([str(uv), "pip", "install", "-q", "--python", str(python), *requirements], check=True)
+    return python
+
+
+@pytest.fixture(scope="session")
+def triton_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Python with tritonclient[grpc] from PyPI: a real OIP v2 client."""
+    return _client_venv(tmp_path_factory.mktemp("clients"), "triton", ["tritonclient[grpc]", "numpy"])
+
+
+@pytest.fixture(scope="session")
+def chassis_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Python with chassisml 1.5.0 from PyPI: the OMI reference client (OMIClient)."""
+    return _client_venv(tmp_path_factory.mktemp("clients"), "chassis", ["chassisml==1.5.0"])

@@ -26,9 +26,7 @@ def _uv() -> str:
 def test_installed_wheel_ships_schema_and_protos(tmp_path: Path) -> None:
     uv = _uv()
     source = tmp_path / "src"
-    shutil.copytree(
-        REPO, source, ignore=shutil.ignore_patterns(".venv", ".git", "*cache*", "__pycache__")
-    )
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".venv", ".git", "*cache*", "__pycache__"))
     subprocess.run(
         [uv, "build", "--wheel", "--out-dir", str(tmp_path / "dist"), str(source)],
         check=True,
@@ -42,13 +40,9 @@ def test_installed_wheel_ships_schema_and_protos(tmp_path: Path) -> None:
 
     venv = tmp_path / "venv"
     subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
-    subprocess.run(
-        [uv, "pip", "install", "-q", "--python", str(venv / "bin/python"), str(wheel)], check=True
-    )
+    subprocess.run([uv, "pip", "install", "-q", "--python", str(venv / "bin/python"), str(wheel)], check=True)
     tool = venv / "bin" / "omi-build"
-    printed = subprocess.run(
-        [str(tool), "schema"], check=True, capture_output=True, text=True, cwd=tmp_path
-    )
+    printed = subprocess.run([str(tool), "schema"], check=True, capture_output=True, text=True, cwd=tmp_path)
     assert json.loads(printed.stdout) == json.loads((REPO / "schemas/omi.schema.json").read_text())
     checked = subprocess.run(
         [str(tool), "validate", str(EXAMPLES / "iris-sklearn")],

@@ -38,18 +38,14 @@ def _ar(members: list[tuple[str, bytes]]) -> bytes:
     return out
 
 
-def deb(
-    tmp: Path, name: str, files: dict[str, bytes], *, links: dict[str, str] | None = None
-) -> Path:
+def deb(tmp: Path, name: str, files: dict[str, bytes], *, links: dict[str, str] | None = None) -> Path:
     """A .deb whose data.tar.xz holds `files` (paths like './usr/bin/x') and symlinks."""
     control = f"Package: {name}\nVersion: 1.0\nArchitecture: amd64\n".encode()
     md5sums = "".join(  # dpkg's md5sums format
         f"{hashlib.md5(d, usedforsecurity=False).hexdigest()}  {p.removeprefix('./')}\n"
         for p, d in files.items()
     )
-    control_tar = _tar(
-        [("./control", control, 0o644, ""), ("./md5sums", md5sums.encode(), 0o644, "")]
-    )
+    control_tar = _tar([("./control", control, 0o644, ""), ("./md5sums", md5sums.encode(), 0o644, "")])
     members: list[tuple[str, bytes | None, int, str]] = [("./", None, 0o755, "")]
     for name_in_tar, data in sorted(files.items()):
         mode = 0o755 if "/bin/" in name_in_tar else 0o644

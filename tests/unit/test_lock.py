@@ -104,9 +104,7 @@ def test_unknown_package_names_who_wanted_it() -> None:
 
 def test_newest_version_across_archives_wins() -> None:
     main = _apt._parse_packages(PACKAGES, "bookworm")
-    security = _apt._parse_packages(
-        PACKAGES.replace("2.36-9", "2.36-9+deb12u4"), "bookworm-security"
-    )
+    security = _apt._parse_packages(PACKAGES.replace("2.36-9", "2.36-9+deb12u4"), "bookworm-security")
     merged = _apt.merge([main, security])
     assert (merged["libc6"].version, merged["libc6"].suite) == (
         "2.36-9+deb12u4",
@@ -150,9 +148,7 @@ def test_host_sources_in_both_formats(tmp_path: Path, monkeypatch: pytest.Monkey
     ]
 
 
-def test_mirror_precedence_and_missing_configuration(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_mirror_precedence_and_missing_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_apt, "APT_SOURCES", tmp_path / "none")
     monkeypatch.setattr(_apt, "APT_SOURCES_DIR", tmp_path / "none.d")
     monkeypatch.setenv("OMI_DEBIAN_MIRROR", "http://env.test/debian/")

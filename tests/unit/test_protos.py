@@ -9,9 +9,7 @@ from omi_build.runtime._generated import model2_template_pb2 as omi
 
 def test_generated_stubs_are_fresh() -> None:
     rendered = protogen.render()
-    on_disk = {
-        p.name: p.read_text(encoding="utf-8") for p in protogen.GENERATED.iterdir() if p.is_file()
-    }
+    on_disk = {p.name: p.read_text(encoding="utf-8") for p in protogen.GENERATED.iterdir() if p.is_file()}
     assert rendered == on_disk, "stubs are stale: run `make generate`"
 
 

@@ -1,0 +1,211 @@
+"""Running a built image locally with the best runtime present, and waiting until it serves.
+
+Docker or Podman are used where their engine answers; otherwise (as on build machines without
+a daemon) the image is unpacked with umoci and run with runc, as root: read-only root file
+system, a tmpfs /tmp, the image's user, and the host's network so 127.0.0.1:PORT reaches it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform as host_platform
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from omi_build.errors import OmiError, ToolError
+
+_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+
+
+class RunError(OmiError):
+    """The image did not start serving."""
+
+
+def host_arch() -> str:
+    return _ARCH.get(host_platform.machine().lower(), host_platform.machine().lower())
+
+
+def _engine() -> str | None:
+    for engine in ("docker", "podman"):
+        if shutil.which(engine) is None:
+            continue
+        try:
+            probe = subprocess.run([engine, "info"], capture_output=True, timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if probe.returncode == 0:
+            return engine
+    return None
+
+
+def _require(tool: str, package: str) -> str:
+    found = shutil.which(tool)
+    if found is None:
+        msg = f"{tool} is not installed, and no working docker or podman engine was found"
+        raise ToolError(msg, hint=f"apt-get install {package}")
+    return found
+
+
+def _resolve_ref(layout: Path, arch: str) -> str:
+    index = json.loads((layout / "index.json").read_text(encoding="utf-8"))
+    for descriptor in index.get("manifests", []):
+        ref = descriptor.get("annotations", {}).get("org.opencontainers.image.ref.name", "")
+        if ref.endswith(f"-{arch}"):
+            return str(ref)
+    msg = f"{layout} holds no image for linux/{arch}, the platform of this machine"
+    raise RunError(msg, hint="add the platform to the target, or run on a machine of that platform")
+
+
+@dataclass
+class Running:
+    """An image serving on 127.0.0.1:port; stop() drains it."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+    runtime: str
+    name: str
+    cleanup: list[Path] = field(default_factory=list)
+
+    def config(self) -> dict[str, Any]:
+        """The serving config inside the image (for `omi-build test`)."""
+        for path in self.cleanup:
+            candidate = path / "rootfs" / "opt" / "omi" / "omi.json"
+            if candidate.is_file():
+                loaded: dict[str, Any] = json.loads(candidate.read_text(encoding="utf-8"))
+                return loaded
+        msg = "the serving config is only readable from runc bundles"
+        raise RunError(msg)
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM, wait for the drain, clean up; return the server's exit code."""
+        if self.process.poll() is None:
+            if self.runtime == "runc":
+                subprocess.run(["runc", "kill", self.name, "TERM"], capture_output=True, check=False)
+            else:
+                self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.runtime == "runc":
+            subprocess.run(["runc", "delete", "--force", self.name], capture_output=True, check=False)
+        for path in self.cleanup:
+            shutil.rmtree(path, ignore_errors=True)
+        return self.process.returncode
+
+    def __enter__(self) -> Running:  # noqa: PYI034 - typing.Self would do; this reads plainer
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+def _load_into(engine: str, layout: Path, ref: str, name: str) -> str:
+    """Hand the image to a container engine; return what `run` takes."""
+    if engine == "podman":
+        command = ["podman", "pull", "-q", f"oci:{layout}:{ref}"]
+        image = None
+    else:  # docker reads no OCI layouts; skopeo copies into its daemon
+        image = f"omi-build-run:{name}"
+        command = [
+            _require("skopeo", "skopeo"),
+            "copy",
+            "-q",
+            f"oci:{layout}:{ref}",
+            f"docker-daemon:{image}",
+        ]
+    loaded = subprocess.run(command, capture_output=True, text=True, check=False)
+    if loaded.returncode != 0:
+        msg = f"{engine} could not load the image: {loaded.stderr.strip()}"
+        raise RunError(msg)
+    return image or loaded.stdout.strip().splitlines()[-1]
+
+
+def _runc_bundle(layout: Path, ref: str, port: int, work: Path) -> Path:
+    bundle = work / "bundle"
+    subprocess.run(
+        [_require("umoci", "umoci"), "unpack", "--image", f"{layout}:{ref}", str(bundle)],
+        check=True,
+        capture_output=True,
+    )
+    config_path = bundle / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    process = config["process"]
+    process["terminal"] = False
+    process["env"] = [e for e in process.get("env", []) if not e.startswith("PSC_MODEL_PORT=")]
+    process["env"].append(f"PSC_MODEL_PORT={port}")
+    config["root"]["readonly"] = True
+    config["mounts"].append(
+        {
+            "destination": "/tmp",
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": ["nosuid", "nodev", "mode=1777"],
+        }
+    )
+    # Share the host's network, as `docker run --network host` would: 127.0.0.1:PORT reaches it.
+    linux = config["linux"]
+    linux["namespaces"] = [ns for ns in linux.get("namespaces", []) if ns.get("type") != "network"]
+    config_path.write_text(json.dumps(config), encoding="utf-8")
+    return bundle
+
+
+def start(layout: Path, *, port: int, output: IO[bytes] | int | None = None) -> Running:
+    """Start the host platform's image from an OCI layout, serving on 127.0.0.1:port."""
+    ref = _resolve_ref(layout, host_arch())
+    engine = _engine()
+    name = f"omi-{uuid.uuid4().hex[:12]}"
+    if engine is not None:
+        image = _load_into(engine, layout, ref, name)
+        command = [engine, "run", "--rm", "--name", name, "--read-only", "--tmpfs", "/tmp",
+                   "--network", "host", "-e", f"PSC_MODEL_PORT={port}", image]  # fmt: skip
+        process = subprocess.Popen(command, stdout=output, stderr=output, stdin=subprocess.DEVNULL)
+        return Running(port=port, process=process, runtime=engine, name=name)
+    _require("runc", "runc")
+    if os.geteuid() != 0:
+        msg = "without docker or podman, omi-build runs images with runc, which needs root here"
+        raise RunError(msg, hint="run as root, or install a working podman")
+    work = Path(tempfile.mkdtemp(prefix="omi-run-"))
+    try:
+        bundle = _runc_bundle(layout, ref, port, work)
+    except subprocess.CalledProcessError as exc:
+        shutil.rmtree(work, ignore_errors=True)
+        msg = f"umoci could not unpack {layout}:{ref}: {exc.stderr.decode(errors='replace').strip()}"
+        raise RunError(msg) from exc
+    process = subprocess.Popen(
+        ["runc", "run", name], cwd=bundle, stdout=output, stderr=output, stdin=subprocess.DEVNULL
+    )
+    return Running(port=port, process=process, runtime="runc", name=name, cleanup=[work, bundle])
+
+
+def wait_serving(running: Running, timeout: float = 60) -> float:
+    """Seconds until grpc health says SERVING; RunError if the server exits or takes too long."""
+    import grpc  # noqa: PLC0415 - only running an image needs a gRPC client
+
+    from omi_build.runtime._generated import health_pb2, health_pb2_grpc  # noqa: PLC0415
+
+    started = time.monotonic()
+    with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() - started < timeout:
+            if running.process.poll() is not None:
+                msg = f"the server exited with code {running.process.returncode} before serving"
+                raise RunError(msg, hint="its log above says why")
+            try:
+                answer = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return time.monotonic() - started
+            except grpc.RpcError:
+                pass
+            time.sleep(0.02)
+    msg = f"the server did not report SERVING within {timeout:.0f} s"
+    raise RunError(msg)
