@@ -7,7 +7,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,6 +89,48 @@ class BuiltImage:
     compressed_size: int
 
 
+@dataclass(frozen=True, kw_only=True)
+class _PlatformJob:
+    """Everything one target's platforms share while their images are built."""
+
+    manifest: Manifest
+    lock: Any
+    target: str
+    store: Any
+    builder: Any
+    digests: dict[str, str]
+    config: bytes
+    epoch: int
+    progress: Progress
+
+    def image(self, platform: str) -> Any:
+        from omi_build import image, layers  # noqa: PLC0415
+        from omi_build import lock as locking  # noqa: PLC0415
+
+        manifest, store, builder = self.manifest, self.store, self.builder
+        entry = self.lock.platform(self.target, platform)
+        locking.fetch(
+            manifest, target=self.target, platform=platform, entry=entry, store=store, progress=self.progress
+        )
+        debs = [(p, store.path_for(p.sha256)) for p in entry.debian]
+        wheels = [(w, store.path_for(w.sha256)) for w in entry.wheels]
+        python, uid = manifest.python.version, manifest.security.user
+        stack = [
+            builder.debian(debs, uid=uid, python_version=python),
+            *builder.wheels(wheels, python_version=python),
+            builder.runtime(python_version=python),
+            *builder.model(manifest.directory, self.digests, self.config, uid=uid, python_version=python),
+        ]
+        return image.assemble(
+            manifest,
+            platform,
+            stack,
+            python=python,
+            epoch=self.epoch,
+            entry_args=["serve", "/" + layers.CONFIG_PATH],
+        )
+
+
 def _output_dir(selection: workspace.Selection, target: str, output: Path | None, several: bool) -> Path:
     if output is not None:
         return output / selection.package.name / target if several else output
@@ -137,37 +181,14 @@ def build(
         )
         digests = layers.model_file_digests(manifest.directory, manifest.model.files)
         config = codegen.render(codegen.serving_config(manifest, digests, model_dir="/" + layers.MODEL_DIR))
-        python = manifest.python.version
-        uid = manifest.security.user
-        images = []
-        for platform_name in platforms:
-            entry = current.platform(target_name, platform_name)
-            locking.fetch(
-                manifest,
-                target=target_name,
-                platform=platform_name,
-                entry=entry,
-                store=store,
-                progress=progress,
-            )
-            debs = [(p, store.path_for(p.sha256)) for p in entry.debian]
-            wheels = [(w, store.path_for(w.sha256)) for w in entry.wheels]
-            stack = [
-                builder.debian(debs, uid=uid, python_version=python),
-                *builder.wheels(wheels, python_version=python),
-                builder.runtime(python_version=python),
-                *builder.model(manifest.directory, digests, config, uid=uid, python_version=python),
-            ]
-            images.append(
-                image.assemble(
-                    manifest,
-                    platform_name,
-                    stack,
-                    python=python,
-                    epoch=epoch,
-                    entry_args=["serve", "/" + layers.CONFIG_PATH],
-                )
-            )
+        job = _PlatformJob(
+            manifest=manifest, lock=current, target=target_name, store=store, builder=builder,
+            digests=digests, config=config, epoch=epoch, progress=progress,
+        )  # fmt: skip
+        # Platforms build side by side: decompression, hashing and compression release the GIL,
+        # and bytecode compiles in processes; layers they share (the model's) are built once.
+        with ThreadPoolExecutor(max_workers=min(len(platforms), os.cpu_count() or 1)) as pool:
+            images = list(pool.map(job.image, platforms))
         directory = _output_dir(selection, target_name, output, len(chosen) > 1)
         labels = image.oci_annotations(manifest, epoch)
         index_digest = image.write_layout(

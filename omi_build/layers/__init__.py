@@ -15,6 +15,7 @@ import os
 import sys
 import zipfile
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -55,7 +56,9 @@ def _pyc_identity(python_version: str) -> str | None:
     return sys.version if _pyc.can_compile_for(python_version) else None
 
 
-def _with_bytecode(entries: list[Entry], python_version: str, roots: tuple[str, ...]) -> list[Entry]:
+def _with_bytecode(
+    entries: list[Entry], python_version: str, roots: tuple[str, ...], cache: Path | None = None
+) -> list[Entry]:
     if not _pyc.can_compile_for(python_version):
         return entries
     sources = [
@@ -67,7 +70,7 @@ def _with_bytecode(entries: list[Entry], python_version: str, roots: tuple[str, 
         and "/tests/" not in e.path
         and "/test/" not in e.path  # never imported when serving
     ]
-    return entries + [Entry(path=path, data=data) for path, data in _pyc.compile_all(sources)]
+    return entries + [Entry(path=path, data=data) for path, data in _pyc.compile_all(sources, cache)]
 
 
 def _passwd(uid: int) -> list[Entry]:
@@ -87,12 +90,17 @@ def _passwd(uid: int) -> list[Entry]:
     ]
 
 
-def debian_entries(debs: Iterable[tuple[DebPackage, Path]], *, uid: int, python_version: str) -> list[Entry]:
+def debian_entries(
+    debs: Iterable[tuple[DebPackage, Path]], *, uid: int, python_version: str, pyc_cache: Path | None = None
+) -> list[Entry]:
     """The distroless-style base: package files plus what maintainer scripts would have made."""
     tree: dict[str, Entry] = {}
     certificates: list[tuple[str, bytes]] = []
-    for package, path in sorted(debs, key=lambda item: item[0].name):
-        deb = _deb.read(path, f"{package.name} {package.version}")
+    ordered = sorted(debs, key=lambda item: item[0].name)
+    # xz decompression releases the GIL: read the packages side by side, merge them in order.
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        read = list(pool.map(lambda item: _deb.read(item[1], f"{item[0].name} {item[0].version}"), ordered))
+    for (package, _), deb in zip(ordered, read, strict=True):
         for entry in deb.entries:
             if entry.path.startswith("usr/sbin/"):
                 continue  # administration tools; nothing runs them in a container
@@ -117,7 +125,7 @@ def debian_entries(debs: Iterable[tuple[DebPackage, Path]], *, uid: int, python_
         msg = f"the base would contain a shell ({', '.join(shells)}); images carry none"
         raise BuildError(msg, hint="remove the package that brings it from system.packages")
     stdlib = (f"usr/lib/python{python_version}/",)
-    return _with_bytecode(list(tree.values()), python_version, stdlib)
+    return _with_bytecode(list(tree.values()), python_version, stdlib, pyc_cache)
 
 
 def wheel_entries(path: Path, what: str) -> list[Entry]:
@@ -181,6 +189,7 @@ class LayerBuilder:
         self.epoch = epoch
         self.progress = progress
         self.records = store.root / "layers"
+        self.pyc_cache = store.root / "pyc"
 
     def layer(self, name: str, inputs: Any, build: Callable[[], list[Entry]]) -> Layer:
         key = _digest_json(
@@ -218,7 +227,7 @@ class LayerBuilder:
 
         def build() -> list[Entry]:
             checked = [(p, self.store.verified(p.sha256, what=f"{p.name} {p.version}")) for p, _ in debs]
-            return debian_entries(checked, uid=uid, python_version=python_version)
+            return debian_entries(checked, uid=uid, python_version=python_version, pyc_cache=self.pyc_cache)
 
         return self.layer(f"debian base ({len(debs)} packages)", inputs, build)
 
@@ -244,7 +253,7 @@ class LayerBuilder:
                         self.store.verified(wheel.sha256, what=wheel.filename), wheel.filename
                     )
                 ]
-                return _with_bytecode(entries, python_version, (SITE_PACKAGES,))
+                return _with_bytecode(entries, python_version, (SITE_PACKAGES,), self.pyc_cache)
 
             inputs = {"wheels": [w.sha256 for w, _ in group], "pyc": _pyc_identity(python_version)}
             layers.append(self.layer(name, inputs, build))

@@ -14,11 +14,14 @@ no .pyc are written (the image still works, it starts slower).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from omi_build.errors import BuildError
 
@@ -83,9 +86,39 @@ def _unframe(data: bytes) -> list[tuple[str, bytes]]:
     return items
 
 
-def compile_all(sources: Iterable[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
-    """(image path of a .py, its source) -> (image path of its .pyc, the bytes), sorted."""
-    ordered = sorted(sources)
+def _cache_key(path: str, source: bytes) -> str:
+    return hashlib.sha256(f"{sys.version}\0{path}\0".encode() + source).hexdigest()
+
+
+def compile_all(sources: Iterable[tuple[str, bytes]], cache: Path | None = None) -> list[tuple[str, bytes]]:
+    """(image path of a .py, its source) -> (image path of its .pyc, the bytes), sorted.
+
+    With `cache`, bytecode is kept by (interpreter, path, source): the second platform of an
+    image, and any later layer holding the same files, compiles nothing.
+    """
+    results: list[tuple[str, bytes]] = []
+    pending = []
+    for path, source in sorted(sources):
+        cached = cache / _cache_key(path, source)[:2] / _cache_key(path, source) if cache else None
+        if cached is not None and cached.is_file():
+            results.append((cache_path(path), cached.read_bytes()))
+        else:
+            pending.append((path, source))
+    compiled = _compile(pending)
+    if cache is not None:
+        sources_by_pyc = {cache_path(path): (path, source) for path, source in pending}
+        for pyc_path, data in compiled:
+            path, source = sources_by_pyc[pyc_path]
+            key = _cache_key(path, source)
+            target = cache / key[:2] / key
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temporary = target.with_name(f".{key}.{os.getpid()}.{threading.get_ident()}.tmp")
+            temporary.write_bytes(data)
+            temporary.replace(target)
+    return sorted(results + compiled)
+
+
+def _compile(ordered: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
     if not ordered:
         return []
     workers = max(1, min(os.cpu_count() or 1, len(ordered) // 50 or 1))

@@ -70,34 +70,58 @@ def check_text(text: str, *, file: str, base: Path) -> tuple[list[Issue], object
 _SKIPPED = frozenset({".git", "omi-out", "__pycache__", ".venv", "node_modules"})
 
 
-def _fingerprint(file: Path, raw: bytes) -> str:
-    """What a validation result depends on: the text, the builder, every file beside it."""
-    hasher = hashlib.sha256(f"{__version__}\0{file.resolve()}\0".encode() + raw)
-    for current, dirs, files in os.walk(file.parent):
+def _listing(directory: Path) -> list[str]:
+    """Every file below the package, by relative path: what the globs of model.files see."""
+    names = []
+    for current, dirs, files in os.walk(directory):
         dirs[:] = sorted(d for d in dirs if d not in _SKIPPED)
-        for name in sorted(files):
-            stat = Path(current, name).stat()
-            hasher.update(f"\0{current}/{name}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
-    return hasher.hexdigest()
+        relative = Path(current).relative_to(directory)
+        names += [(relative / name).as_posix() for name in sorted(files)]
+    return names
+
+
+def _stat(path: Path) -> list[int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def _read_files(manifest: Manifest) -> list[Path]:
+    """The files whose contents the checks read (the others only need to exist)."""
+    files = [manifest.directory / manifest.model.module_file]
+    if manifest.python.requirements_file:
+        files.append(manifest.directory / manifest.python.requirements_file)
+    if manifest.security.signing and manifest.security.signing.public_key:
+        files.append(manifest.directory / manifest.security.signing.public_key)
+    return files
 
 
 def load_cached(path: str | os.PathLike[str], cache: Path) -> Manifest:
-    """load(), remembering valid manifests under `cache` keyed by everything they depend on.
+    """load(), remembering valid manifests under `cache`, so a build that changed nothing
+    does not pay for YAML and JSON Schema again (150 ms).
 
-    A build that changed nothing must not pay for YAML and JSON Schema again.
+    The key covers the text, this omi-build and the names of the package's files; the entry
+    records the files whose contents the checks read, and is used only while they are unchanged.
+    A changed model weight file therefore reuses the entry; a changed model.py does not.
     """
     file = manifest_file(path)
     raw = file.read_bytes()
-    entry = cache / "manifests" / f"{_fingerprint(file, raw)}.json"
+    key = hashlib.sha256(f"{__version__}\0{file.resolve()}\0".encode() + raw)
+    key.update("\0".join(_listing(file.parent)).encode())
+    entry = cache / "manifests" / f"{key.hexdigest()}.json"
     try:
-        data: dict[str, Any] = json.loads(entry.read_text(encoding="utf-8"))
-        return from_data(file.resolve(), data)
+        cached: dict[str, Any] = json.loads(entry.read_text(encoding="utf-8"))
+        if all(_stat(Path(name)) == stat for name, stat in cached["reads"].items()):
+            return from_data(file.resolve(), cached["data"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
     manifest, data = _load(file, raw)
+    reads = {str(read): _stat(read) for read in _read_files(manifest)}
     entry.parent.mkdir(parents=True, exist_ok=True)
     temporary = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(data), encoding="utf-8")
+    temporary.write_text(json.dumps({"data": data, "reads": reads}), encoding="utf-8")
     temporary.replace(entry)
     return manifest
 
