@@ -50,8 +50,11 @@ test-integration: deps dev ## tests that build, run and call real images (networ
 check: deps dev lint ## everything CI runs: lint, then every test
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-demo: deps dev ## the main job: validate, lock and build the iris example
+demo: deps dev ## the main job: validate, check the lock, build the iris example, run it and call it
 	$(BIN)/omi-build validate examples/iris-sklearn
+	$(BIN)/omi-build lock --check examples/iris-sklearn
+	$(BIN)/omi-build build --locked examples/iris-sklearn
+	$(BIN)/omi-build test examples/iris-sklearn
 
 bench: deps dev ## print the benchmark figures (bench/*.py)
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done

@@ -239,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser = argparse.ArgumentParser(
         prog="omi-build",
-        description="Compile an omi.yaml into a minimal, rootless, reproducible, signed OCI "
+        description="Compile an omi.yaml into a minimal, rootless, reproducible OCI "
         "image that serves the model over OMI v1 and OIP v2 gRPC.",
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
