@@ -9,6 +9,7 @@ layer format); a hit reuses the compressed blob without reading any input again.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -214,7 +215,7 @@ class LayerBuilder:
             blob = write(build(), self.store, compression=self.compression, epoch=self.epoch)
             self.records.mkdir(parents=True, exist_ok=True)
             temporary = record.with_name(f".{key}.{os.getpid()}.tmp")
-            temporary.write_text(json.dumps(_blob_dict(blob), sort_keys=True), encoding="utf-8")
+            temporary.write_text(json.dumps(dataclasses.asdict(blob), sort_keys=True), encoding="utf-8")
             temporary.replace(record)
         return Layer(name=name, blob=blob)
 
@@ -312,13 +313,3 @@ class LayerBuilder:
         )
         return layers
 
-
-def _blob_dict(blob: Blob) -> dict[str, Any]:
-    return {
-        "diff_id": blob.diff_id,
-        "digest": blob.digest,
-        "size": blob.size,
-        "media_type": blob.media_type,
-        "files": blob.files,
-        "uncompressed_size": blob.uncompressed_size,
-    }
