@@ -9,7 +9,7 @@ PYTEST_ARGS := $(if $(TESTS),-k "$(TESTS)",)
 # Debian packages the integration tests and the main job call (daemonless container tools).
 DEBIAN_PACKAGES := buildah skopeo umoci runc gpgv debian-archive-keyring ca-certificates nghttp2-client
 
-.PHONY: generate help deps dev lint fmt test test-integration check demo bench update-golden clean
+.PHONY: generate help deps dev lint fmt test test-integration test-runtime check demo bench update-golden clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -47,7 +47,12 @@ test: dev ## unit and golden tests: fast and offline (TESTS=pattern filters)
 test-integration: deps dev ## tests that build, run and call real images (network, container tools)
 	$(BIN)/pytest -m integration $(PYTEST_ARGS)
 
-check: deps dev lint ## everything CI runs: lint, then every test
+test-runtime: ## the runtime's tests in a venv holding only its own dependencies (no builder's)
+	$(PYTHON) -m venv .venv-runtime
+	.venv-runtime/bin/python -m pip install -q 'grpcio>=1.85.1' 'protobuf>=7.35.1' numpy pytest
+	.venv-runtime/bin/python -m pytest -q -p no:cacheprovider tests/runtime
+
+check: deps dev lint test-runtime ## everything CI runs: lint, then every test
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 demo: deps dev ## the main job: validate, check the lock, build the iris example, run it and call it
