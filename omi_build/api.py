@@ -255,10 +255,10 @@ def run_examples(
     from omi_build import run as running  # noqa: PLC0415
 
     layout = _layout_for(argument, cwd, progress)
+    config = running.serving_config(layout)
+    if not config["model"].get("examples"):
+        msg = "the model declares no examples to test"
+        raise BuildError(msg, hint="add model.examples to omi.yaml")
     with running.start(layout, port=port, output=log) as server:
         running.wait_serving(server)
-        config = server.config()
-        if not config["model"].get("examples"):
-            msg = "the model declares no examples to test"
-            raise BuildError(msg, hint="add model.examples to omi.yaml")
         return conformance.run_examples(port, config)

@@ -312,4 +312,3 @@ class LayerBuilder:
             )
         )
         return layers
-

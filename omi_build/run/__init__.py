@@ -7,12 +7,15 @@ system, a tmpfs /tmp, the image's user, and the host's network so 127.0.0.1:PORT
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import os
 import platform as host_platform
 import shutil
 import signal
 import subprocess
+import tarfile
 import tempfile
 import time
 import uuid
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from omi_build.errors import OmiError, ToolError
+from omi_build.layers import CONFIG_PATH
 
 _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 
@@ -54,6 +58,41 @@ def _require(tool: str, package: str) -> str:
     return found
 
 
+def _uncompressed(blob: Path) -> IO[bytes]:
+    data = blob.read_bytes()
+    if data.startswith(b"\x28\xb5\x2f\xfd"):  # a zstd frame (build.compression: zstd)
+        import zstandard  # noqa: PLC0415
+
+        data = zstandard.ZstdDecompressor().decompressobj().decompress(data)
+    elif data.startswith(b"\x1f\x8b"):
+        data = gzip.decompress(data)
+    return io.BytesIO(data)
+
+
+def serving_config(layout: Path) -> dict[str, Any]:
+    """The serving config of this machine's image in a layout, read from its layers."""
+    ref = _resolve_ref(layout, host_arch())
+    index = json.loads((layout / "index.json").read_text(encoding="utf-8"))
+    descriptor = next(
+        d
+        for d in index["manifests"]
+        if d.get("annotations", {}).get("org.opencontainers.image.ref.name") == ref
+    )
+    blobs = layout / "blobs" / "sha256"
+    manifest = json.loads((blobs / descriptor["digest"].removeprefix("sha256:")).read_text(encoding="utf-8"))
+    for layer in reversed(manifest["layers"]):  # the config is in the last layer
+        with tarfile.open(fileobj=_uncompressed(blobs / layer["digest"].removeprefix("sha256:"))) as tar:
+            try:
+                member = tar.extractfile(CONFIG_PATH)
+            except KeyError:
+                continue
+            if member is not None:
+                loaded: dict[str, Any] = json.loads(member.read())
+                return loaded
+    msg = f"no {CONFIG_PATH} in the image of {layout}"
+    raise RunError(msg, hint="was it built by omi-build?")
+
+
 def _resolve_ref(layout: Path, arch: str) -> str:
     index = json.loads((layout / "index.json").read_text(encoding="utf-8"))
     for descriptor in index.get("manifests", []):
@@ -73,16 +112,6 @@ class Running:
     runtime: str
     name: str
     cleanup: list[Path] = field(default_factory=list)
-
-    def config(self) -> dict[str, Any]:
-        """The serving config inside the image (for `omi-build test`)."""
-        for path in self.cleanup:
-            candidate = path / "rootfs" / "opt" / "omi" / "omi.json"
-            if candidate.is_file():
-                loaded: dict[str, Any] = json.loads(candidate.read_text(encoding="utf-8"))
-                return loaded
-        msg = "the serving config is only readable from runc bundles"
-        raise RunError(msg)
 
     def stop(self, timeout: float = 30) -> int:
         """SIGTERM, wait for the drain, clean up; return the server's exit code."""

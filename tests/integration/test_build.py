@@ -14,6 +14,7 @@ import pytest
 from omi_build import api
 from omi_build.api import BuiltImage
 from omi_build.errors import FetchError, LockError
+from omi_build.run import serving_config
 
 from .conftest import build_in, copy_example, run_in_runc
 
@@ -236,3 +237,28 @@ def test_missing_wheel_for_the_platform_is_named(tmp_path: Path, monkeypatch: py
         api.lock([str(example)])
     assert "pywin32" in str(exc.value)
     assert (example / "omi.lock").read_text() == before  # nothing half-written
+
+
+def test_zstd_layers_build_and_read_back(
+    iris_build: tuple[Path, list[BuiltImage]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+
+    directory, _ = iris_build
+    monkeypatch.setenv("OMI_BUILD_CACHE", str(directory / "cache"))
+    example = copy_example(tmp_path)
+    _with(example, "  compression: gzip", "  compression: zstd")
+    images = api.build([str(example)], output=tmp_path / "out", platform="linux/amd64")
+    manifest = json.loads(
+        (images[0].layout / "blobs/sha256" / images[0].digest.removeprefix("sha256:")).read_text()
+    )
+    assert {layer["mediaType"] for layer in manifest["layers"]} == {
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    }
+    assert serving_config(images[0].layout)["model"]["name"] == "iris-classifier"
+    inspected = subprocess.run(
+        ["skopeo", "inspect", f"oci:{images[0].layout}:1.0.0-amd64"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert json.loads(inspected.stdout)["Digest"] == images[0].digest
