@@ -21,7 +21,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Self
 
 from omi_build.errors import OmiError, ToolError
 from omi_build.layers import CONFIG_PATH
@@ -131,7 +131,7 @@ class Running:
             shutil.rmtree(path, ignore_errors=True)
         return self.process.returncode
 
-    def __enter__(self) -> Running:  # noqa: PYI034 - typing.Self would do; this reads plainer
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *_: object) -> None:
