@@ -86,6 +86,9 @@ def _unframe(data: bytes) -> list[tuple[str, bytes]]:
     return items
 
 
+_ONE_AT_A_TIME = threading.Lock()
+
+
 def _cache_key(path: str, source: bytes) -> str:
     return hashlib.sha256(f"{sys.version}\0{path}\0".encode() + source).hexdigest()
 
@@ -94,8 +97,14 @@ def compile_all(sources: Iterable[tuple[str, bytes]], cache: Path | None = None)
     """(image path of a .py, its source) -> (image path of its .pyc, the bytes), sorted.
 
     With `cache`, bytecode is kept by (interpreter, path, source): the second platform of an
-    image, and any later layer holding the same files, compiles nothing.
+    image, and any later layer holding the same files, compiles nothing. One call at a time:
+    each already uses every core, and a second platform waiting finds the first's bytecode.
     """
+    with _ONE_AT_A_TIME:
+        return _compile_cached(sources, cache)
+
+
+def _compile_cached(sources: Iterable[tuple[str, bytes]], cache: Path | None) -> list[tuple[str, bytes]]:
     results: list[tuple[str, bytes]] = []
     pending = []
     for path, source in sorted(sources):
