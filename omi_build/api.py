@@ -12,12 +12,20 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omi_build import scaffold, workspace
 from omi_build.errors import BuildError, Issue, LockError, ManifestError
 from omi_build.manifest import Manifest, load
 from omi_build.progress import Progress, Silent
+
+if TYPE_CHECKING:  # imported for annotations only: each costs start-up time in the CLI
+    from omi_build.conformance import Outcome
+    from omi_build.fetch import Store
+    from omi_build.image import PlatformImage
+    from omi_build.layers import LayerBuilder
+    from omi_build.lock import Lock
+    from omi_build.run import Running
 
 
 def validate(arguments: Iterable[str], cwd: Path | None = None) -> list[Manifest]:
@@ -94,16 +102,16 @@ class _PlatformJob:
     """Everything one target's platforms share while their images are built."""
 
     manifest: Manifest
-    lock: Any
+    lock: Lock
     target: str
-    store: Any
-    builder: Any
+    store: Store
+    builder: LayerBuilder
     digests: dict[str, str]
     config: bytes
     epoch: int
     progress: Progress
 
-    def image(self, platform: str) -> Any:
+    def image(self, platform: str) -> PlatformImage:
         from omi_build import image, layers  # noqa: PLC0415
         from omi_build import lock as locking  # noqa: PLC0415
 
@@ -235,7 +243,7 @@ def run(
     cwd: Path | None = None,
     progress: Progress | None = None,
     output: Any = None,
-) -> Any:
+) -> Running:
     """Start the image of a layout or label on 127.0.0.1:port (building it first if needed)."""
     from omi_build import run as running  # noqa: PLC0415
 
@@ -249,7 +257,7 @@ def run_examples(
     cwd: Path | None = None,
     progress: Progress | None = None,
     log: Any = None,
-) -> list[Any]:
+) -> list[Outcome]:
     """Run the image, send every example through every protocol, and stop it: the outcomes."""
     from omi_build import conformance  # noqa: PLC0415
     from omi_build import run as running  # noqa: PLC0415
