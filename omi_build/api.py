@@ -239,15 +239,19 @@ def _layout_for(argument: str, cwd: Path | None, progress: Progress | None) -> P
 def run(
     argument: str,
     *,
-    port: int,
+    port: int | None = None,
     cwd: Path | None = None,
     progress: Progress | None = None,
     output: Any = None,
 ) -> Running:
-    """Start the image of a layout or label on 127.0.0.1:port (building it first if needed)."""
+    """Start the image of a layout or label on 127.0.0.1 (building it first if needed),
+    on `port` or else the port the manifest set (serving.port)."""
     from omi_build import run as running  # noqa: PLC0415
 
-    return running.start(_layout_for(argument, cwd, progress), port=port, output=output)
+    layout = _layout_for(argument, cwd, progress)
+    if port is None:
+        port = int(running.serving_config(layout)["serving"]["port"])
+    return running.start(layout, port=port, output=output)
 
 
 def run_examples(

@@ -180,7 +180,7 @@ def _cmd_run(args: argparse.Namespace, io: _Streams) -> int:
     try:
         seconds = wait_serving(server)
         io.err.write(
-            f"serving on 127.0.0.1:{args.port} after {seconds:.2f} s ({server.runtime}); Ctrl-C stops it\n"
+            f"serving on 127.0.0.1:{server.port} after {seconds:.2f} s ({server.runtime}); Ctrl-C stops it\n"
         )
         io.err.flush()
         server.process.wait()
@@ -323,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LABEL|LAYOUT",
         help="a label or package path (built first) or an OCI layout",
     )
-    run.add_argument("--port", type=int, default=45000, help="port on 127.0.0.1 (default: 45000)")
+    run.add_argument("--port", type=int, help="port on 127.0.0.1 (default: the manifest's serving.port)")
     test = add(
         "test",
         _cmd_test,
