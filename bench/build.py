@@ -24,12 +24,15 @@ REPO = Path(__file__).resolve().parent.parent
 TOOL = Path(sys.executable).with_name("omi-build")
 
 
-def _build(example: Path, cache: Path, out: Path) -> tuple[float, list[dict[str, object]]]:
+def _build(
+    example: Path, cache: Path, out: Path, platform: str | None = None
+) -> tuple[float, list[dict[str, object]]]:
     env = {**os.environ, "OMI_BUILD_CACHE": str(cache)}
     env.pop("SOURCE_DATE_EPOCH", None)
+    only = ["--platform", platform] if platform else []
     start = time.perf_counter()
     done = subprocess.run(
-        [str(TOOL), "--format", "json", "build", str(example), "--output", str(out)],
+        [str(TOOL), "--format", "json", "build", str(example), "--output", str(out), *only],
         check=True,
         capture_output=True,
         text=True,
@@ -50,28 +53,29 @@ def _keep_only_downloads(cache: Path, lock: dict[str, object]) -> None:
         shutil.rmtree(cache / folder, ignore_errors=True)
 
 
-def main() -> None:
+def _measure(platform: str | None) -> tuple[list[float], list[dict[str, object]]]:
     with tempfile.TemporaryDirectory(prefix="omi-bench-") as scratch:
         root = Path(scratch)
         example = root / "iris-sklearn"
         shutil.copytree(REPO / "examples" / "iris-sklearn", example, ignore=shutil.ignore_patterns("omi-out"))
         cache = root / "cache"
-        cold, images = _build(example, cache, root / "out")
-        # Debian indexes stay too: they are downloads, and `build` only reads them to re-lock.
+        cold, images = _build(example, cache, root / "out", platform)
         _keep_only_downloads(cache, json.loads((example / "omi.lock").read_text()))
-        warm, _ = _build(example, cache, root / "out-warm")
+        warm, _ = _build(example, cache, root / "out-warm", platform)
         model = example / "model.npz"
         model.write_bytes(model.read_bytes() + b"\0")
-        edit, _ = _build(example, cache, root / "out")
-        noop = statistics.median(_build(example, cache, root / "out")[0] for _ in range(5))
-    print(f"{'step':<28}{'seconds':>9}")
-    for name, seconds in (
-        ("cold (empty cache)", cold),
-        ("warm download cache", warm),
-        ("after a model-file change", edit),
-        ("no-op rebuild (median of 5)", noop),
-    ):
-        print(f"{name:<28}{seconds:>9.2f}")
+        edit, _ = _build(example, cache, root / "out", platform)
+        noop = statistics.median(_build(example, cache, root / "out", platform)[0] for _ in range(5))
+    return [cold, warm, edit, noop], images
+
+
+def main() -> None:
+    both, images = _measure(None)
+    amd64, _ = _measure("linux/amd64")
+    print(f"{'step':<28}{'both platforms':>16}{'amd64 only':>12}")
+    steps = ("cold (empty cache)", "warm download cache", "after a model-file change", "no-op (median of 5)")
+    for name, first, second in zip(steps, both, amd64, strict=True):
+        print(f"{name:<28}{first:>15.2f}s{second:>11.2f}s")
     print(f"\nimages (index {images[0]['index']}):")
     for image in images:
         size, packed = int(image["size"]), int(image["compressed_size"])  # type: ignore[call-overload]

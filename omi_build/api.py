@@ -123,12 +123,15 @@ class _PlatformJob:
         debs = [(p, store.path_for(p.sha256)) for p in entry.debian]
         wheels = [(w, store.path_for(w.sha256)) for w in entry.wheels]
         python, uid = manifest.python.version, manifest.security.user
-        stack = [
-            builder.debian(debs, uid=uid, python_version=python),
-            *builder.wheels(wheels, python_version=python),
-            builder.runtime(python_version=python),
-            *builder.model(manifest.directory, self.digests, self.config, uid=uid, python_version=python),
-        ]
+        # Layers are independent: build them side by side, stack them in order.
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            base = pool.submit(builder.debian, debs, uid=uid, python_version=python)
+            packages = pool.submit(builder.wheels, wheels, python_version=python)
+            runtime = pool.submit(builder.runtime, python_version=python)
+            model = pool.submit(
+                builder.model, manifest.directory, self.digests, self.config, uid=uid, python_version=python
+            )
+            stack = [base.result(), *packages.result(), runtime.result(), *model.result()]
         return image.assemble(
             manifest,
             platform,

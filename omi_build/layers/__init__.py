@@ -238,15 +238,12 @@ class LayerBuilder:
         groups = [[item] for item in sorted(heavy, key=lambda w: w[0].name)]
         if light:
             groups.append(sorted(light, key=lambda w: w[0].name))
-        layers = []
-        for group in groups:
-            name = (
-                group[0][0].name
-                if len(group) == 1 and group[0] in heavy
-                else f"python packages ({len(group)})"
-            )
 
-            def build(group: list[tuple[Wheel, Path]] = group) -> list[Entry]:
+        def one(group: list[tuple[Wheel, Path]]) -> Layer:
+            alone = len(group) == 1 and group[0] in heavy
+            name = group[0][0].name if alone else f"python packages ({len(group)})"
+
+            def build() -> list[Entry]:
                 entries = [
                     entry
                     for wheel, _ in group
@@ -257,8 +254,11 @@ class LayerBuilder:
                 return _with_bytecode(entries, python_version, (SITE_PACKAGES,), self.pyc_cache)
 
             inputs = {"wheels": [w.sha256 for w, _ in group], "pyc": _pyc_identity(python_version)}
-            layers.append(self.layer(name, inputs, build))
-        return layers
+            return self.layer(name, inputs, build)
+
+        # Independent layers: built side by side (zlib, isal and hashing release the GIL).
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            return list(pool.map(one, groups))
 
     def runtime(self, *, python_version: str) -> Layer:
         entries = runtime_entries()
