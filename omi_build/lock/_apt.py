@@ -301,19 +301,15 @@ def index(archive: Archive, arch: str, store: Store, progress: Progress) -> dict
     )
 
 
-def _version_key(version: str) -> object:
-    from debian.debian_support import Version  # noqa: PLC0415 - only the resolver needs it
-
-    return Version(version)
-
-
 def merge(indexes: Iterable[dict[str, DebPackage]]) -> dict[str, DebPackage]:
     """Each package at its highest version across archives (security and updates win)."""
+    from debian.debian_support import version_compare  # noqa: PLC0415 - only the resolver needs it
+
     merged: dict[str, DebPackage] = {}
     for packages in indexes:
         for name, package in packages.items():
             best = merged.get(name)
-            if best is None or _version_key(package.version) > _version_key(best.version):  # type: ignore[operator]
+            if best is None or version_compare(package.version, best.version) > 0:
                 merged[name] = package
     return merged
 

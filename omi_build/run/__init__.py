@@ -213,7 +213,9 @@ def start(layout: Path, *, port: int, output: IO[bytes] | int | None = None) -> 
     process = subprocess.Popen(
         ["runc", "run", name], cwd=bundle, stdout=output, stderr=output, stdin=subprocess.DEVNULL
     )
-    return Running(port=port, process=process, runtime="runc", name=name, cleanup=[work, bundle])
+    return Running(
+        port=port, process=process, runtime="runc", name=name, cleanup=[work]
+    )  # the bundle lies inside work
 
 
 def wait_serving(running: Running, timeout: float = 60) -> float:

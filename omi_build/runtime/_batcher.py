@@ -81,8 +81,7 @@ class Batcher:
     async def predict(self, inputs: Arrays, rows: int) -> Arrays:
         if self._predict_s < _INLINE_BELOW_S and self._queue.empty():
             # Nothing to batch with and a fast model: answer right here, no queue, no wake-ups.
-            loop = asyncio.get_running_loop()
-            return self._run([_Pending(inputs, rows, loop.create_future())])[0]
+            return self._run([(inputs, rows)])[0]
         future: asyncio.Future[Arrays] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Pending(inputs, rows, future, _signature(inputs)))
         return await future
@@ -118,9 +117,10 @@ class Batcher:
             try:
                 if self._predict_s < _INLINE_BELOW_S:
                     # A fast model runs on the event loop: a thread hop costs more than it does.
-                    results = self._run(live)
+                    results = self._run([(item.inputs, item.rows) for item in live])
                 else:
-                    results = await loop.run_in_executor(self._executor, self._run, live)
+                    work = [(item.inputs, item.rows) for item in live]
+                    results = await loop.run_in_executor(self._executor, self._run, work)
             except ModelError as exc:
                 for item in live:
                     if not item.future.done():
@@ -130,12 +130,13 @@ class Batcher:
                 if not item.future.done():
                     item.future.set_result(result)
 
-    def _run(self, batch: list[_Pending]) -> list[Arrays]:
+    def _run(self, batch: list[tuple[Arrays, int]]) -> list[Arrays]:
+        """Predict on requests joined along the batch axis; each gets its own rows back."""
         if len(batch) == 1:
-            joined = batch[0].inputs
+            joined = batch[0][0]
         else:
-            joined = {name: np.concatenate([item.inputs[name] for item in batch]) for name in batch[0].inputs}
-        total = sum(item.rows for item in batch)
+            joined = {name: np.concatenate([inputs[name] for inputs, _ in batch]) for name in batch[0][0]}
+        total = sum(rows for _, rows in batch)
         started = time.perf_counter()
         try:
             answer = self._predict(joined)
@@ -158,9 +159,9 @@ class Batcher:
                 raise ModelError(str(exc)) from exc
         results = []
         start = 0
-        for item in batch:
-            results.append({name: array[start : start + item.rows] for name, array in outputs.items()})
-            start += item.rows
+        for _, rows in batch:
+            results.append({name: array[start : start + rows] for name, array in outputs.items()})
+            start += rows
         return results
 
 
