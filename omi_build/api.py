@@ -117,26 +117,31 @@ class _PlatformJob:
 
         manifest, store, builder = self.manifest, self.store, self.builder
         entry = self.lock.platform(self.target, platform)
+        uid = manifest.security.user
+        # Unpack each archive of a layer still to build as soon as it is downloaded.
+        pending = builder.archives_to_unpack(list(entry.debian), list(entry.wheels), uid=uid)
+        wanted = {a.sha256: a for a in pending}
+
+        def fetched(digest: str) -> None:
+            if digest in wanted:
+                builder.unpacker.prefetch(wanted[digest])
+
         locking.fetch(
-            manifest, target=self.target, platform=platform, entry=entry, store=store, progress=self.progress
-        )
-        debs = [(p, store.path_for(p.sha256)) for p in entry.debian]
-        wheels = [(w, store.path_for(w.sha256)) for w in entry.wheels]
-        python, uid = manifest.python.version, manifest.security.user
+            manifest, target=self.target, platform=platform, entry=entry, store=store,
+            progress=self.progress, on_fetched=fetched,
+        )  # fmt: skip
         # Layers are independent: build them side by side, stack them in order.
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            base = pool.submit(builder.debian, debs, uid=uid, python_version=python)
-            packages = pool.submit(builder.wheels, wheels, python_version=python)
-            runtime = pool.submit(builder.runtime, python_version=python)
-            model = pool.submit(
-                builder.model, manifest.directory, self.digests, self.config, uid=uid, python_version=python
-            )
+            base = pool.submit(builder.debian, list(entry.debian), uid=uid)
+            packages = pool.submit(builder.wheels, list(entry.wheels))
+            runtime = pool.submit(builder.runtime)
+            model = pool.submit(builder.model, manifest.directory, self.digests, self.config, uid=uid)
             stack = [base.result(), *packages.result(), runtime.result(), *model.result()]
         return image.assemble(
             manifest,
             platform,
             stack,
-            python=python,
+            python=manifest.python.version,
             epoch=self.epoch,
             entry_args=["serve", "/" + layers.CONFIG_PATH],
         )
@@ -187,19 +192,23 @@ def build(
             msg = f"target {target_name} is not built for {platform}"
             raise BuildError(msg, hint=f"its platforms are: {', '.join(spec.platforms)}")
         epoch = settings.source_date_epoch(manifest.build.source_date_epoch)
-        builder = layers.LayerBuilder(
-            store, compression=manifest.build.compression, epoch=epoch, progress=progress
-        )
         digests = layers.model_file_digests(manifest.directory, manifest.model.files)
         config = codegen.render(codegen.serving_config(manifest, digests, model_dir="/" + layers.MODEL_DIR))
-        job = _PlatformJob(
-            manifest=manifest, lock=current, target=target_name, store=store, builder=builder,
-            digests=digests, config=config, epoch=epoch, progress=progress,
-        )  # fmt: skip
-        # Platforms build side by side: decompression, hashing and compression release the GIL,
-        # and bytecode compiles in processes; layers they share (the model's) are built once.
-        with ThreadPoolExecutor(max_workers=min(len(platforms), os.cpu_count() or 1)) as pool:
-            images = list(pool.map(job.image, platforms))
+        with layers.LayerBuilder(
+            store,
+            compression=manifest.build.compression,
+            epoch=epoch,
+            python_version=manifest.python.version,
+            progress=progress,
+        ) as builder:
+            job = _PlatformJob(
+                manifest=manifest, lock=current, target=target_name, store=store, builder=builder,
+                digests=digests, config=config, epoch=epoch, progress=progress,
+            )  # fmt: skip
+            # Platforms build side by side: decompression, hashing and compression release the
+            # GIL, and bytecode compiles in processes; layers they share are built once.
+            with ThreadPoolExecutor(max_workers=len(platforms)) as pool:
+                images = list(pool.map(job.image, platforms))
         directory = _output_dir(selection, target_name, output, len(chosen) > 1)
         labels = image.oci_annotations(manifest, epoch)
         index_digest = image.write_layout(

@@ -80,15 +80,22 @@ class Store:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     @contextlib.contextmanager
-    def writer(self, expected: str | None = None, *, what: str = "a blob") -> Iterator[_Writer]:
-        """Write a blob; on success it is renamed to its digest (checked against `expected`)."""
+    def writer(
+        self, expected: str | None = None, *, what: str = "a blob", durable: bool = True
+    ) -> Iterator[_Writer]:
+        """Write a blob; on success it is renamed to its digest (checked against `expected`).
+
+        `durable` syncs it to disk before the rename; a blob that is re-hashed whenever it is
+        read can skip that.
+        """
         self.blobs.mkdir(parents=True, exist_ok=True)
         handle = tempfile.NamedTemporaryFile(dir=self.blobs, prefix=".tmp-", delete=False)  # noqa: SIM115
         writer = _Writer(handle)
         try:
             yield writer
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
             handle.close()
             digest = writer.hasher.hexdigest()
             if expected is not None and digest != _hex(expected):

@@ -13,25 +13,33 @@ import dataclasses
 import hashlib
 import json
 import os
-import sys
-import zipfile
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import Any
+from pathlib import Path
+from typing import Any, Self
 
 from omi_build.errors import BuildError
 from omi_build.fetch import Store
 from omi_build.lock import DebPackage, Wheel
 from omi_build.progress import Progress
 
-from . import _deb, _pyc
+from . import _deb
 from ._tar import Blob, Compression, Entry, write
+from ._unpack import (
+    SITE_PACKAGES,
+    UNPACK_FORMAT,
+    Archive,
+    Unpacked,
+    Unpacker,
+    pyc_identity,
+    wheel_entries,
+    with_bytecode,
+)
 
 # Bump when the same inputs would now give different layer bytes.
 LAYER_FORMAT = 4
-SITE_PACKAGES = "usr/lib/python3/dist-packages"
 RUNTIME_PACKAGE = "omi_runtime"
 MODEL_DIR = "opt/omi/model"
 CONFIG_PATH = "opt/omi/omi.json"
@@ -39,7 +47,7 @@ HEAVY_WHEEL_BYTES = 10 * 1024 * 1024
 _SHELLS = ("usr/bin/sh", "usr/bin/bash", "usr/bin/dash", "usr/bin/busybox", "usr/bin/zsh")
 _RUNTIME_SOURCE = Path(__file__).resolve().parent.parent / "runtime"
 
-__all__ = ["Blob", "Entry", "Layer", "LayerBuilder"]
+__all__ = ["Archive", "Blob", "Entry", "Layer", "LayerBuilder", "Unpacked", "wheel_entries"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -50,28 +58,6 @@ class Layer:
 
 def _digest_json(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def _pyc_identity(python_version: str) -> str | None:
-    """What the bytecode depends on: the compiling interpreter, or None when none is made."""
-    return sys.version if _pyc.can_compile_for(python_version) else None
-
-
-def _with_bytecode(
-    entries: list[Entry], python_version: str, roots: tuple[str, ...], cache: Path | None = None
-) -> list[Entry]:
-    if not _pyc.can_compile_for(python_version):
-        return entries
-    sources = [
-        (e.path, e.data)
-        for e in entries
-        if e.kind == "file"
-        and e.path.endswith(".py")
-        and e.path.startswith(roots)
-        and "/tests/" not in e.path
-        and "/test/" not in e.path  # never imported when serving
-    ]
-    return entries + [Entry(path=path, data=data) for path, data in _pyc.compile_all(sources, cache)]
 
 
 def _passwd(uid: int) -> list[Entry]:
@@ -91,29 +77,21 @@ def _passwd(uid: int) -> list[Entry]:
     ]
 
 
-def debian_entries(
-    debs: Iterable[tuple[DebPackage, Path]], *, uid: int, python_version: str, pyc_cache: Path | None = None
-) -> list[Entry]:
+def debian_entries(packages: Iterable[tuple[DebPackage, Unpacked]], *, uid: int) -> list[Entry]:
     """The distroless-style base: package files plus what maintainer scripts would have made."""
     tree: dict[str, Entry] = {}
     certificates: list[tuple[str, bytes]] = []
-    ordered = sorted(debs, key=lambda item: item[0].name)
-    # xz decompression releases the GIL: read the packages side by side, merge them in order.
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        read = list(pool.map(lambda item: _deb.read(item[1], f"{item[0].name} {item[0].version}"), ordered))
-    for (package, _), deb in zip(ordered, read, strict=True):
-        for entry in deb.entries:
-            if entry.path.startswith("usr/sbin/"):
-                continue  # administration tools; nothing runs them in a container
+    for package, unpacked in sorted(packages, key=lambda item: item[0].name):
+        for entry in unpacked.entries:
             if entry.kind == "dir" and entry.path in tree:
                 continue
             tree[entry.path] = entry
             if entry.path.startswith("usr/share/ca-certificates/") and entry.path.endswith(".crt"):
                 certificates.append((entry.path, entry.data))
         status = f"var/lib/dpkg/status.d/{package.name}"
-        tree[status] = Entry(path=status, data=deb.control.encode())
-        if deb.md5sums:
-            tree[status + ".md5sums"] = Entry(path=status + ".md5sums", data=deb.md5sums.encode())
+        tree[status] = Entry(path=status, data=unpacked.control.encode())
+        if unpacked.md5sums:
+            tree[status + ".md5sums"] = Entry(path=status + ".md5sums", data=unpacked.md5sums.encode())
     for directory in _deb.MERGED_DIRS:
         if f"usr/{directory}" in tree or any(p.startswith(f"usr/{directory}/") for p in tree):
             tree[directory] = Entry(path=directory, kind="symlink", target=f"usr/{directory}")
@@ -125,39 +103,7 @@ def debian_entries(
     if shells:
         msg = f"the base would contain a shell ({', '.join(shells)}); images carry none"
         raise BuildError(msg, hint="remove the package that brings it from system.packages")
-    stdlib = (f"usr/lib/python{python_version}/",)
-    return _with_bytecode(list(tree.values()), python_version, stdlib, pyc_cache)
-
-
-def wheel_entries(path: Path, what: str) -> list[Entry]:
-    """A wheel installed into the image's site-packages, as pip would, less its test suite.
-
-    Scripts are left out too: nothing could run them without a shell.
-    """
-    entries = []
-    try:
-        archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile as exc:
-        msg = f"{what} is not a valid wheel"
-        raise BuildError(msg) from exc
-    with archive:
-        for info in archive.infolist():
-            if info.is_dir():
-                continue
-            name = info.filename
-            parts = PurePosixPath(name).parts
-            if ".." in parts or name.startswith("/"):
-                msg = f"{what} holds an unsafe path: {name}"
-                raise BuildError(msg)
-            if "tests" in parts[:-1]:
-                continue  # a package's own test suite: never imported when serving (numpy: 7 MB)
-            if parts[0].endswith(".data") and len(parts) > 2:
-                if parts[1] not in {"purelib", "platlib"}:
-                    continue  # scripts, headers and data files: not needed to import the package
-                name = "/".join(parts[2:])
-            mode = (info.external_attr >> 16) & 0o777 or 0o644
-            entries.append(Entry(path=f"{SITE_PACKAGES}/{name}", mode=mode, data=archive.read(info)))
-    return entries
+    return list(tree.values())
 
 
 def runtime_entries() -> list[Entry]:
@@ -182,94 +128,123 @@ def model_file_digests(directory: Path, patterns: Iterable[str]) -> dict[str, st
 
 
 class LayerBuilder:
-    """Builds layers into a store, skipping any whose inputs were built before."""
+    """Builds layers into a store, skipping any whose inputs were built before.
 
-    def __init__(self, store: Store, *, compression: Compression, epoch: int, progress: Progress) -> None:
+    Use it as a context manager: it owns the pool that unpacks archives in the background.
+    """
+
+    def __init__(
+        self, store: Store, *, compression: Compression, epoch: int, python_version: str, progress: Progress
+    ) -> None:
         self.store = store
         self.compression: Compression = compression
         self.epoch = epoch
+        self.python_version = python_version
         self.progress = progress
         self.records = store.root / "layers"
-        self.pyc_cache = store.root / "pyc"
+        self.unpacker = Unpacker(store, python_version=python_version)
+        self._compressing = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="compress")
 
-    def layer(self, name: str, inputs: Any, build: Callable[[], list[Entry]]) -> Layer:
-        key = _digest_json(
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.unpacker.close()
+        self._compressing.shutdown(wait=True, cancel_futures=True)
+
+    def _key(self, inputs: Any) -> str:
+        return _digest_json(
             {
                 "format": LAYER_FORMAT,
+                "unpack": UNPACK_FORMAT,
                 "compression": self.compression,
                 "epoch": self.epoch,
                 "inputs": inputs,
             }
         )
+
+    def _built(self, key: str) -> Blob | None:
         record = self.records / f"{key}.json"
-        if record.is_file():
-            blob = Blob(**json.loads(record.read_text(encoding="utf-8")))
-            if self.store.has(blob.digest):
-                return Layer(name=name, blob=blob)
+        if not record.is_file():
+            return None
+        blob = Blob(**json.loads(record.read_text(encoding="utf-8")))
+        return blob if self.store.has(blob.digest) else None
+
+    def layer(self, name: str, inputs: Any, build: Callable[[], list[Entry]]) -> Layer:
+        key = self._key(inputs)
+        if (blob := self._built(key)) is not None:
+            return Layer(name=name, blob=blob)
         with self.store.lock(f"layer-{key}"):
-            if record.is_file():
-                blob = Blob(**json.loads(record.read_text(encoding="utf-8")))
-                if self.store.has(blob.digest):
-                    return Layer(name=name, blob=blob)
+            if (blob := self._built(key)) is not None:
+                return Layer(name=name, blob=blob)
             self.progress.step(f"layer {name}")
-            blob = write(build(), self.store, compression=self.compression, epoch=self.epoch)
+            blob = write(
+                build(), self.store, compression=self.compression, epoch=self.epoch, pool=self._compressing
+            )
             self.records.mkdir(parents=True, exist_ok=True)
-            temporary = record.with_name(f".{key}.{os.getpid()}.tmp")
+            record = self.records / f"{key}.json"
+            temporary = record.with_name(f".{key}.{os.getpid()}.{threading.get_ident()}.tmp")
             temporary.write_text(json.dumps(dataclasses.asdict(blob), sort_keys=True), encoding="utf-8")
             temporary.replace(record)
         return Layer(name=name, blob=blob)
 
-    def debian(self, debs: list[tuple[DebPackage, Path]], *, uid: int, python_version: str) -> Layer:
-        inputs = {
-            "debs": [p.sha256 for p, _ in sorted(debs, key=lambda d: d[0].name)],
-            "uid": uid,
-            "pyc": _pyc_identity(python_version),
-        }
+    def _debian_plan(self, debs: list[DebPackage], uid: int) -> tuple[Any, list[Archive]]:
+        archives = [
+            Archive(kind="deb", sha256=p.sha256, what=f"{p.name} {p.version}", size=p.size)
+            for p in sorted(debs, key=lambda p: p.name)
+        ]
+        inputs = {"debs": [a.sha256 for a in archives], "uid": uid, "pyc": pyc_identity(self.python_version)}
+        return inputs, archives
+
+    def _wheel_plan(self, wheels: list[Wheel]) -> list[tuple[str, Any, list[Archive]]]:
+        heavy = sorted((w for w in wheels if w.size >= HEAVY_WHEEL_BYTES), key=lambda w: w.name)
+        light = sorted((w for w in wheels if w.size < HEAVY_WHEEL_BYTES), key=lambda w: w.name)
+        groups = [(w.name, [w]) for w in heavy]
+        if light:
+            groups.append((f"python packages ({len(light)})", light))
+        plan = []
+        for name, group in groups:
+            inputs = {"wheels": [w.sha256 for w in group], "pyc": pyc_identity(self.python_version)}
+            archives = [Archive(kind="wheel", sha256=w.sha256, what=w.filename, size=w.size) for w in group]
+            plan.append((name, inputs, archives))
+        return plan
+
+    def archives_to_unpack(self, debs: list[DebPackage], wheels: list[Wheel], *, uid: int) -> list[Archive]:
+        """The archives of the layers not built yet: what a build must unpack."""
+        plans = [("debian", *self._debian_plan(debs, uid)), *self._wheel_plan(wheels)]
+        unbuilt = [archives for _, inputs, archives in plans if self._built(self._key(inputs)) is None]
+        return [archive for archives in unbuilt for archive in archives]
+
+    def debian(self, debs: list[DebPackage], *, uid: int) -> Layer:
+        inputs, archives = self._debian_plan(debs, uid)
+        by_sha = {p.sha256: p for p in debs}
 
         def build() -> list[Entry]:
-            checked = [(p, self.store.verified(p.sha256, what=f"{p.name} {p.version}")) for p, _ in debs]
-            return debian_entries(checked, uid=uid, python_version=python_version, pyc_cache=self.pyc_cache)
+            unpacked = [(by_sha[a.sha256], self.unpacker.get(a)) for a in archives]
+            return debian_entries(unpacked, uid=uid)
 
         return self.layer(f"debian base ({len(debs)} packages)", inputs, build)
 
-    def wheels(self, wheels: list[tuple[Wheel, Path]], *, python_version: str) -> list[Layer]:
-        heavy = [item for item in wheels if item[0].size >= HEAVY_WHEEL_BYTES]
-        light = [item for item in wheels if item[0].size < HEAVY_WHEEL_BYTES]
-        groups = [[item] for item in sorted(heavy, key=lambda w: w[0].name)]
-        if light:
-            groups.append(sorted(light, key=lambda w: w[0].name))
+    def wheels(self, wheels: list[Wheel]) -> list[Layer]:
+        def one(name: str, inputs: Any, archives: list[Archive]) -> Layer:
+            return self.layer(
+                name, inputs, lambda: [e for a in archives for e in self.unpacker.get(a).entries]
+            )
 
-        def one(group: list[tuple[Wheel, Path]]) -> Layer:
-            alone = len(group) == 1 and group[0] in heavy
-            name = group[0][0].name if alone else f"python packages ({len(group)})"
-
-            def build() -> list[Entry]:
-                entries = [
-                    entry
-                    for wheel, _ in group
-                    for entry in wheel_entries(
-                        self.store.verified(wheel.sha256, what=wheel.filename), wheel.filename
-                    )
-                ]
-                return _with_bytecode(entries, python_version, (SITE_PACKAGES,), self.pyc_cache)
-
-            inputs = {"wheels": [w.sha256 for w, _ in group], "pyc": _pyc_identity(python_version)}
-            return self.layer(name, inputs, build)
-
-        # Independent layers: built side by side (zlib, isal and hashing release the GIL).
+        # Independent layers: built side by side (decompression, compression and hashing release the GIL).
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            return list(pool.map(one, groups))
+            return list(pool.map(lambda plan: one(*plan), self._wheel_plan(wheels)))
 
-    def runtime(self, *, python_version: str) -> Layer:
+    def runtime(self) -> Layer:
         entries = runtime_entries()
         inputs = {
             "sources": {e.path: hashlib.sha256(e.data).hexdigest() for e in entries},
-            "pyc": _pyc_identity(python_version),
+            "pyc": pyc_identity(self.python_version),
         }
         return self.layer(
             "server runtime",
             inputs,
-            lambda: _with_bytecode(entries, python_version, (SITE_PACKAGES,)),
+            lambda: with_bytecode(entries, self.python_version, (SITE_PACKAGES,)),
         )
 
     def model(
@@ -279,7 +254,6 @@ class LayerBuilder:
         config: bytes,
         *,
         uid: int,
-        python_version: str,
     ) -> list[Layer]:
         code = {path: digest for path, digest in digests.items() if path.endswith(".py")}
         files = {path: digest for path, digest in digests.items() if not path.endswith(".py")}
@@ -297,8 +271,8 @@ class LayerBuilder:
         layers = [
             self.layer(
                 "model code",
-                {"code": code, "uid": uid, "pyc": _pyc_identity(python_version)},
-                lambda: _with_bytecode(entries_for(code), python_version, (MODEL_DIR,)),
+                {"code": code, "uid": uid, "pyc": pyc_identity(self.python_version)},
+                lambda: with_bytecode(entries_for(code), self.python_version, (MODEL_DIR,)),
             )
         ]
         if files:

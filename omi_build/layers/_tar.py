@@ -1,20 +1,21 @@
 """Deterministic layer tars, compressed once and named by digest.
 
 Every entry: sorted by path, parents listed, integer mtime from SOURCE_DATE_EPOCH, numeric
-owners without names, normalised modes, PAX format. gzip is written by hand around a raw
-deflate stream so the header holds no time and no name; zstd frames hold no time at all.
+owners without names, normalised modes, PAX format. The tar is compressed in pieces of 4 MiB,
+each a gzip member (written by hand around raw deflate, so the header holds no time and no
+name) or a zstd frame: the bytes depend only on the tar and the compressor's version.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import struct
-import tarfile
 import zlib
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from omi_build.fetch import Store
 
@@ -52,64 +53,73 @@ class Blob:
     uncompressed_size: int = 0
 
 
-class _Compressor(Protocol):
-    def compress(self, data: bytes) -> bytes: ...
-    def flush(self) -> bytes: ...
+# Each piece of a layer's tar compresses on its own: pieces of one layer compress side by side,
+# and the compressed bytes depend only on the tar's bytes, never on how it was written.
+PIECE_BYTES = 4 << 20
+_IN_FLIGHT = 4  # pieces of one layer compressing or waiting to be written, at most
+_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # MTIME 0, no name, OS unknown
 
 
-class _Gzip:
-    """RFC 1952 with MTIME 0, no name, OS 'unknown': the same bytes in every build."""
+def _gzip_member(piece: bytes) -> bytes:
+    """One RFC 1952 member. A gzip file may hold several; every gzip reader joins them.
 
-    _HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+    libdeflate level 1 measured 1.1 s for the iris image's 135 MB (48.6 MB out) where isal
+    level 3 took 1.4 s (49.8 MB) and zlib level 6 over 4 s.
+    """
+    import deflate  # noqa: PLC0415 - a native extension, loaded on first use
 
-    def __init__(self, level: int) -> None:
-        from isal import isal_zlib  # noqa: PLC0415 - a native extension, loaded on first use
-
-        self._deflate = isal_zlib.compressobj(level, isal_zlib.DEFLATED, -15)
-        self._crc = 0
-        self._size = 0
-        self._started = False
-
-    def compress(self, data: bytes) -> bytes:
-        self._crc = zlib.crc32(data, self._crc)
-        self._size += len(data)
-        head = b"" if self._started else self._HEADER
-        self._started = True
-        return head + self._deflate.compress(data)
-
-    def flush(self) -> bytes:
-        head = b"" if self._started else self._HEADER
-        return head + self._deflate.flush() + struct.pack("<II", self._crc, self._size & 0xFFFFFFFF)
+    body = deflate.deflate_compress(piece, 1)
+    return _GZIP_HEADER + body + struct.pack("<II", zlib.crc32(piece), len(piece) & 0xFFFFFFFF)
 
 
-def _compressor(kind: Compression) -> _Compressor:
-    if kind == "zstd":
-        import zstandard  # noqa: PLC0415 - only zstd builds need it
+def _zstd_frame(piece: bytes) -> bytes:
+    """One zstd frame; a zstd stream may hold several, decoded as one."""
+    import zstandard  # noqa: PLC0415 - only zstd builds need it
 
-        compressor: _Compressor = zstandard.ZstdCompressor(level=3).compressobj()
-        return compressor
-    return _Gzip(level=3)
+    frame: bytes = zstandard.ZstdCompressor(level=3).compress(piece)
+    return frame
 
 
-@dataclass
+_COMPRESSORS: dict[Compression, Callable[[bytes], bytes]] = {"gzip": _gzip_member, "zstd": _zstd_frame}
+
+
 class _Sink:
-    """A file-like object for tarfile: hashes the tar, compresses it, stores the result."""
+    """Hashes the tar, cuts it into pieces, compresses them in `pool`, stores them in order."""
 
-    compressor: _Compressor
-    writer: object
-    diff: hashlib._Hash = field(default_factory=hashlib.sha256)
-    size: int = 0
+    def __init__(self, compression: Compression, writer: Any, pool: Executor) -> None:
+        self._compress = _COMPRESSORS[compression]
+        self._writer = writer
+        self._pool = pool
+        self._parts: list[bytes | memoryview] = []
+        self._buffered = 0
+        self._pending: deque[Future[bytes]] = deque()
+        self.diff = hashlib.sha256()
+        self.size = 0
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes) -> None:
         self.diff.update(data)
         self.size += len(data)
-        compressed = self.compressor.compress(data)
-        if compressed:
-            self.writer.write(compressed)  # type: ignore[attr-defined]
-        return len(data)
+        view = memoryview(data)
+        while self._buffered + len(view) >= PIECE_BYTES:
+            take = PIECE_BYTES - self._buffered
+            self._submit(b"".join([*self._parts, view[:take]]))
+            self._parts, self._buffered = [], 0
+            view = view[take:]
+        if view:
+            self._parts.append(view)
+            self._buffered += len(view)
 
-    def tell(self) -> int:
-        return self.size
+    def _submit(self, piece: bytes) -> None:
+        self._pending.append(self._pool.submit(self._compress, piece))
+        while len(self._pending) > _IN_FLIGHT:
+            self._writer.write(self._pending.popleft().result())
+
+    def close(self) -> None:
+        if self._parts or not self.size:
+            self._submit(b"".join(self._parts))
+            self._parts, self._buffered = [], 0
+        while self._pending:
+            self._writer.write(self._pending.popleft().result())
 
 
 def _with_parents(entries: Iterable[Entry]) -> list[Entry]:
@@ -124,36 +134,122 @@ def _with_parents(entries: Iterable[Entry]) -> list[Entry]:
     return [by_path[path] for path in sorted(by_path)]
 
 
-def _info(entry: Entry, epoch: int) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(entry.path.strip("/"))
-    info.mtime = epoch
-    info.uid, info.gid = entry.uid, entry.gid
-    info.uname = info.gname = ""
+_BLOCK = 512
+_RECORD = 20 * _BLOCK  # tar's record: an archive ends on a multiple of it
+_SMALL = 64 << 10
+_TYPES = {"file": b"0", "dir": b"5", "symlink": b"2"}
+_MAGIC = b"ustar\x0000"
+
+
+def _field(text: bytes, length: int) -> bytes:
+    return text[:length].ljust(length, b"\0")
+
+
+def _octal(value: int, digits: int) -> bytes:
+    return b"%0*o\0" % (digits - 1, value)
+
+
+def _block(  # noqa: PLR0917 - the header's fields, in the header's order
+    name: bytes, mode: int, uid: int, gid: int, size: int, mtime: int, kind: bytes, link: bytes
+) -> bytes:
+    header = b"".join(
+        (
+            _field(name, 100),
+            _octal(mode, 8),
+            _octal(uid, 8),
+            _octal(gid, 8),
+            _octal(size, 12),
+            _octal(mtime, 12),
+            b"        ",  # the checksum, counted as spaces
+            kind,
+            _field(link, 100),
+            _MAGIC,
+            bytes(32 + 32 + 8 + 8 + 155),  # no user or group names, no device, no prefix
+        )
+    ).ljust(_BLOCK, b"\0")
+    checksum = b"%06o\0" % sum(header)
+    return header[:148] + checksum + header[155:]
+
+
+def _pax_record(keyword: str, value: str) -> bytes:
+    body = f" {keyword}={value}\n".encode()
+    length = len(body)
+    while len(str(length)) + len(body) != length:
+        length = len(str(length)) + len(body)
+    return str(length).encode() + body
+
+
+def header(entry: Entry, epoch: int) -> bytes:
+    """The tar header of one entry, PAX where ustar's fields are too small.
+
+    Byte for byte what Python's tarfile writes in PAX_FORMAT for the same member (a test holds
+    it), at a fraction of the cost: a layer has thousands of entries.
+    """
+    name = entry.path.strip("/") + ("/" if entry.kind == "dir" else "")
+    size = len(entry.data) if entry.kind == "file" else 0
     if entry.kind == "dir":
-        info.type = tarfile.DIRTYPE
-        info.mode = entry.mode & 0o7777
+        mode = entry.mode & 0o7777
     elif entry.kind == "symlink":
-        info.type = tarfile.SYMTYPE
-        info.linkname = entry.target
-        info.mode = 0o777
+        mode = 0o777
     else:
-        info.type = tarfile.REGTYPE
-        info.size = len(entry.data)
         # Executable or not; no setuid/setgid, no group or world write.
-        info.mode = 0o755 if entry.mode & 0o111 else 0o644
-    return info
+        mode = 0o755 if entry.mode & 0o111 else 0o644
+    link = entry.target if entry.kind == "symlink" else ""
+    pax = b""
+    if not name.isascii() or len(name) > 100:
+        pax += _pax_record("path", name)
+    if not link.isascii() or len(link) > 100:
+        pax += _pax_record("linkpath", link)
+    if size >= 8**11:
+        pax += _pax_record("size", str(size))
+        size = 0
+    prefix = b""
+    if pax:
+        padding = bytes(-len(pax) % _BLOCK)
+        prefix = _block(b"././@PaxHeader", 0, 0, 0, len(pax), 0, b"x", b"") + pax + padding
+    encoded_name = name.encode("ascii", "replace")
+    encoded_link = link.encode("ascii", "replace")
+    kind = _TYPES[entry.kind]
+    return prefix + _block(encoded_name, mode, entry.uid, entry.gid, size, epoch, kind, encoded_link)
 
 
-def write(entries: Iterable[Entry], store: Store, *, compression: Compression, epoch: int) -> Blob:
-    """Write one layer into the store and return its identity."""
+def _tar_parts(ordered: Iterable[Entry], epoch: int) -> Iterator[bytes]:
+    """The archive as headers, contents and padding, in order (large contents are not copied)."""
+    total = 0
+    for entry in ordered:
+        head = header(entry, epoch)
+        data = entry.data if entry.kind == "file" else b""
+        padding = -len(data) % _BLOCK
+        if len(data) < _SMALL:
+            yield head + data + bytes(padding)  # one part rather than three: fewer calls
+        else:
+            yield head
+            yield data
+            if padding:
+                yield bytes(padding)
+        total += len(head) + len(data) + padding
+    total += 2 * _BLOCK
+    yield bytes(2 * _BLOCK + (-total % _RECORD))
+
+
+def write(
+    entries: Iterable[Entry],
+    store: Store,
+    *,
+    compression: Compression,
+    epoch: int,
+    pool: Executor | None = None,
+) -> Blob:
+    """Write one layer into the store and return its identity.
+
+    Pieces compress in `pool` (threads: the compressors release the GIL), else one at a time.
+    """
     ordered = _with_parents(entries)
     with store.writer(what="a layer") as out:
-        sink = _Sink(compressor=_compressor(compression), writer=out)
-        with tarfile.open(fileobj=sink, mode="w", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
-            for entry in ordered:
-                data = io.BytesIO(entry.data) if entry.kind == "file" else None
-                tar.addfile(_info(entry, epoch), data)
-        out.write(sink.compressor.flush())
+        sink = _Sink(compression, out, pool or _Inline())
+        for part in _tar_parts(ordered, epoch):
+            sink.write(part)
+        sink.close()
     return Blob(
         diff_id="sha256:" + sink.diff.hexdigest(),
         digest="sha256:" + out.digest,
@@ -162,3 +258,12 @@ def write(entries: Iterable[Entry], store: Store, *, compression: Compression, e
         files=len(ordered),
         uncompressed_size=sink.size,
     )
+
+
+class _Inline(Executor):
+    """Runs each task at once in the caller's thread."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future

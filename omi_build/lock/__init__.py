@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -211,51 +212,64 @@ def fetch(
     entry: PlatformLock,
     store: Store,
     progress: Progress | None = None,
+    on_fetched: Callable[[str], None] | None = None,
 ) -> None:
-    """Download every locked file of one platform into the store, checking each hash."""
+    """Download every locked file of one platform into the store, checking each hash.
+
+    `on_fetched(sha256)` is called as each file is ready (at once for those already stored),
+    so work on the first files can start while the others download.
+    """
     progress = progress or Silent()
-    suite = _suite(manifest)
-    jobs = []
-    missing_debs = [p for p in entry.debian if not store.has(p.sha256)]
-    if missing_debs:
-        mirrors = {
-            a.suite: a.uri
-            for a in _apt.archives_for(suite, manifest.build.base.mirror, manifest.build.base.snapshot)
-        }
-        for package in missing_debs:
-            if package.suite not in mirrors:
-                msg = f"no mirror is configured for {package.suite}, which {package.name} comes from"
-                raise LockError(msg, hint="configure the suite's mirror or run 'omi-build lock'")
-            url = f"{mirrors[package.suite]}/{package.filename}"
-            jobs.append(
-                (
-                    url,
-                    package.sha256,
-                    f"{package.name} {package.version} ({package.architecture})",
-                    package.size,
-                )
-            )
-    missing_wheels = [w for w in entry.wheels if not store.has(w.sha256)]
-    if missing_wheels:
-        found = _wheels.urls(
-            missing_wheels,
-            arch=arch_of(platform),
-            suite=suite,
-            python_version=manifest.python.version,
-            indexes=manifest.target(target).indexes,
-        )
-        for wheel in missing_wheels:
-            if wheel.filename not in found:
-                msg = f"wheel {wheel.filename} is not on the package index"
-                raise LockError(msg, hint="it may have been yanked; run 'omi-build lock' to re-resolve")
-            jobs.append((found[wheel.filename], wheel.sha256, wheel.filename, wheel.size))
-    if not jobs:
+    ready = on_fetched or (lambda _: None)
+    for digest in [p.sha256 for p in entry.debian] + [w.sha256 for w in entry.wheels]:
+        if store.has(digest):
+            ready(digest)
+    # Largest first: they take longest to download and to unpack.
+    missing_debs = sorted((p for p in entry.debian if not store.has(p.sha256)), key=lambda p: -p.size)
+    missing_wheels = sorted((w for w in entry.wheels if not store.has(w.sha256)), key=lambda w: -w.size)
+    if not missing_debs and not missing_wheels:
         return
-    progress.step(f"download {len(jobs)} files for {target} {platform}")
+    progress.step(f"download {len(missing_debs) + len(missing_wheels)} files for {target} {platform}")
+
+    def download(url: str, digest: str, what: str, size: int) -> None:
+        store.fetch(url, digest, what=what, size=size, progress=progress)
+        ready(digest)
+
     with ThreadPoolExecutor(max_workers=8) as pool:
-        futures = [
-            pool.submit(store.fetch, url, digest, what=what, size=size, progress=progress)
-            for url, digest, what, size in jobs
-        ]
+        futures = []
+        # Debian packages start first: asking the index for the wheels' URLs takes a while.
+        for url, package in _deb_urls(manifest, missing_debs):
+            what = f"{package.name} {package.version} ({package.architecture})"
+            futures.append(pool.submit(download, url, package.sha256, what, package.size))
+        if missing_wheels:
+            found = _wheels.urls(
+                missing_wheels,
+                arch=arch_of(platform),
+                suite=_suite(manifest),
+                python_version=manifest.python.version,
+                indexes=manifest.target(target).indexes,
+            )
+            for wheel in missing_wheels:
+                if wheel.filename not in found:
+                    msg = f"wheel {wheel.filename} is not on the package index"
+                    raise LockError(msg, hint="it may have been yanked; run 'omi-build lock' to re-resolve")
+                url = found[wheel.filename]
+                futures.append(pool.submit(download, url, wheel.sha256, wheel.filename, wheel.size))
         for future in futures:
             future.result()
+
+
+def _deb_urls(manifest: Manifest, packages: list[DebPackage]) -> list[tuple[str, DebPackage]]:
+    if not packages:
+        return []
+    mirrors = {
+        a.suite: a.uri
+        for a in _apt.archives_for(_suite(manifest), manifest.build.base.mirror, manifest.build.base.snapshot)
+    }
+    urls = []
+    for package in packages:
+        if package.suite not in mirrors:
+            msg = f"no mirror is configured for {package.suite}, which {package.name} comes from"
+            raise LockError(msg, hint="configure the suite's mirror or run 'omi-build lock'")
+        urls.append((f"{mirrors[package.suite]}/{package.filename}", package))
+    return urls

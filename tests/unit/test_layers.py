@@ -12,9 +12,10 @@ import pytest
 
 from omi_build.errors import BuildError
 from omi_build.fetch import Store
-from omi_build.layers import debian_entries, wheel_entries
+from omi_build.layers import Unpacked, debian_entries, wheel_entries
+from omi_build.layers import _unpack as unpack
 from omi_build.layers._deb import read, relocate
-from omi_build.layers._tar import Entry, write
+from omi_build.layers._tar import Entry, _with_parents, write
 from omi_build.lock import DebPackage
 
 from .builders import deb, wheel
@@ -49,6 +50,42 @@ def test_layer_bytes_do_not_depend_on_entry_order(tmp_path: Path) -> None:
     assert members["tmp"].mode == 0o1777
     assert {m.mtime for m in members.values()} == {1_700_000_000}
     assert {(m.uid, m.gid, m.uname, m.gname) for m in members.values()} == {(0, 0, "", "")}
+
+
+def _tarfile_bytes(entries: list[Entry], epoch: int) -> bytes:
+    """The same members written by Python's tarfile, the reference the hand encoder matches."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for entry in _with_parents(entries):
+            info = tarfile.TarInfo(entry.path)
+            info.mtime, info.uid, info.gid = epoch, entry.uid, entry.gid
+            if entry.kind == "dir":
+                info.type, info.mode = tarfile.DIRTYPE, entry.mode
+            elif entry.kind == "symlink":
+                info.type, info.linkname, info.mode = tarfile.SYMTYPE, entry.target, 0o777
+            else:
+                info.size, info.mode = len(entry.data), 0o755 if entry.mode & 0o111 else 0o644
+            tar.addfile(info, io.BytesIO(entry.data) if entry.kind == "file" else None)
+    return out.getvalue()
+
+
+def test_tar_encoding_equals_pythons_tarfile(tmp_path: Path) -> None:
+    long_dir = "usr/lib/" + "d" * 120
+    entries = [
+        Entry(path="usr", kind="dir", mode=0o755),
+        Entry(path="usr/lib", kind="dir", mode=0o755),
+        Entry(path=long_dir, kind="dir", mode=0o755),
+        Entry(path=f"{long_dir}/{'f' * 90}.py", data=b"x = 1\n" * 300),
+        Entry(path="usr/lib/caf\u00e9", data=b"\xff" * 513, mode=0o4755, uid=65532, gid=65532),
+        Entry(path="usr/lib/empty", data=b""),
+        Entry(path="usr/lib/large", data=bytes(range(256)) * 5000),
+        Entry(path="usr/lib/link", kind="symlink", target="../" + "t" * 150),
+        Entry(path="usr/lib/x" * 11, kind="dir", mode=0o1777),
+    ]
+    store = Store(tmp_path)
+    blob = write(entries, store, compression="gzip", epoch=1_700_000_000)
+    ours = gzip.decompress(store.path_for(blob.digest).read_bytes())
+    assert ours == _tarfile_bytes(entries, 1_700_000_000)
 
 
 def test_zstd_layers_are_deterministic_too(tmp_path: Path) -> None:
@@ -135,7 +172,7 @@ def test_debian_base_synthesises_what_maintainer_scripts_would(tmp_path: Path) -
             ),
         ),
     ]
-    entries = {e.path: e for e in debian_entries(debs, uid=65532, python_version=NO_PYC)}
+    entries = {e.path: e for e in debian_entries(_unpacked(debs), uid=65532)}
     assert entries["etc/ssl/certs/ca-certificates.crt"].data == b"A\nB\n"
     assert "nonroot:x:65532:65532" in entries["etc/passwd"].data.decode()
     assert entries["home/nonroot"].uid == 65532
@@ -146,10 +183,14 @@ def test_debian_base_synthesises_what_maintainer_scripts_would(tmp_path: Path) -
     assert "usr/sbin/update-thing" not in entries
 
 
+def _unpacked(debs: list[tuple[DebPackage, Path]]) -> list[tuple[DebPackage, Unpacked]]:
+    return [(p, unpack.deb(path, p.name, python_version=NO_PYC)) for p, path in debs]
+
+
 def test_a_shell_in_the_base_is_refused(tmp_path: Path) -> None:
     debs = [(_pkg("bash"), deb(tmp_path, "bash", {"./bin/bash": b"\x7fELF"}))]
     with pytest.raises(BuildError, match="shell"):
-        debian_entries(debs, uid=65532, python_version=NO_PYC)
+        debian_entries(_unpacked(debs), uid=65532)
 
 
 def test_wheels_install_into_dist_packages_without_scripts(tmp_path: Path) -> None:
