@@ -50,6 +50,8 @@ class Store:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.blobs = root / "blobs" / "sha256"
+        # Blobs this process wrote or re-hashed: hashing them again would find nothing new.
+        self._checked: set[str] = set()
 
     def path_for(self, digest: str) -> Path:
         return self.blobs / _hex(digest)
@@ -60,11 +62,14 @@ class Store:
     def verified(self, digest: str, *, what: str) -> Path:
         """The blob's path after re-hashing it; a corrupt entry is removed and reported."""
         path = self.path_for(digest)
+        if _hex(digest) in self._checked and path.is_file():
+            return path
         actual = sha256_file(path)
         if actual != _hex(digest):
             path.unlink(missing_ok=True)
             msg = f"cache entry for {what} is corrupt (sha256 {actual}, expected {_hex(digest)})"
             raise FetchError(msg, hint="it was removed; run the command again to download it anew")
+        self._checked.add(actual)
         return path
 
     @contextlib.contextmanager
@@ -107,6 +112,7 @@ class Store:
                 )
             Path(handle.name).replace(self.path_for(digest))
             writer.digest = digest
+            self._checked.add(digest)
         finally:
             handle.close()
             Path(handle.name).unlink(missing_ok=True)

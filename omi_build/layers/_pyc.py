@@ -14,14 +14,12 @@ no .pyc are written (the image still works, it starts slower).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
 import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from omi_build.errors import BuildError
 
@@ -88,43 +86,28 @@ def _unframe(data: bytes) -> list[tuple[str, bytes]]:
 
 _ONE_AT_A_TIME = threading.Lock()
 
+# (image path of a .py, its source) -> its .pyc, for one build: the second platform of an image,
+# and any archive holding the same files, compiles nothing.
+Shared = dict[tuple[str, bytes], bytes]
 
-def _cache_key(path: str, source: bytes) -> str:
-    return hashlib.sha256(f"{sys.version}\0{path}\0".encode() + source).hexdigest()
 
-
-def compile_all(sources: Iterable[tuple[str, bytes]], cache: Path | None = None) -> list[tuple[str, bytes]]:
+def compile_all(
+    sources: Iterable[tuple[str, bytes]], shared: Shared | None = None
+) -> list[tuple[str, bytes]]:
     """(image path of a .py, its source) -> (image path of its .pyc, the bytes), sorted.
 
-    With `cache`, bytecode is kept by (interpreter, path, source): the second platform of an
-    image, and any later layer holding the same files, compiles nothing. One call at a time:
-    each already uses every core, and a second platform waiting finds the first's bytecode.
+    One call at a time: each already uses every core, and a second platform waiting finds the
+    first's bytecode in `shared`.
     """
+    sources = sorted(sources)
     with _ONE_AT_A_TIME:
-        return _compile_cached(sources, cache)
-
-
-def _compile_cached(sources: Iterable[tuple[str, bytes]], cache: Path | None) -> list[tuple[str, bytes]]:
-    results: list[tuple[str, bytes]] = []
-    pending = []
-    for path, source in sorted(sources):
-        cached = cache / _cache_key(path, source)[:2] / _cache_key(path, source) if cache else None
-        if cached is not None and cached.is_file():
-            results.append((cache_path(path), cached.read_bytes()))
-        else:
-            pending.append((path, source))
-    compiled = _compile(pending)
-    if cache is not None:
-        sources_by_pyc = {cache_path(path): (path, source) for path, source in pending}
-        for pyc_path, data in compiled:
-            path, source = sources_by_pyc[pyc_path]
-            key = _cache_key(path, source)
-            target = cache / key[:2] / key
-            target.parent.mkdir(parents=True, exist_ok=True)
-            temporary = target.with_name(f".{key}.{os.getpid()}.{threading.get_ident()}.tmp")
-            temporary.write_bytes(data)
-            temporary.replace(target)
-    return sorted(results + compiled)
+        known = shared if shared is not None else {}
+        pending = [item for item in sources if item not in known]
+        by_pyc = {cache_path(path): (path, source) for path, source in pending}
+        for pyc_path, data in _compile(pending):
+            known[by_pyc[pyc_path]] = data
+        compiled = [(path, source) for path, source in sources if (path, source) in known]
+        return sorted((cache_path(path), known[(path, source)]) for path, source in compiled)
 
 
 def _compile(ordered: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
