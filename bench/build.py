@@ -2,10 +2,11 @@
 
 Every figure is the whole `omi-build build` process, start to exit, on a copy of the example
 with a cache of its own:
-  cold         empty cache (downloads, layers, everything)
-  warm fetch   downloads cached, no layer cached
-  model edit   after changing only model.npz
-  no-op        nothing changed (median of 5)
+  cold           empty cache (downloads, layers, everything)
+  warm download  the download cache (each archive and its unpacked form) kept, no layer
+  archives only  only the downloaded archives kept: every archive unpacked and compiled again
+  model edit     after changing only model.npz
+  no-op          nothing changed (median of 5)
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def _build(
     return time.perf_counter() - start, json.loads(done.stdout)
 
 
-def _keep_only_downloads(cache: Path, lock: dict[str, object]) -> None:
+def _drop_layers(cache: Path, lock: dict[str, object], *, unpacked: bool) -> None:
+    """Remove every built layer (and, unless `unpacked`, every unpacked archive) from the cache."""
     wanted = set()
     for platforms in lock["targets"].values():  # type: ignore[attr-defined]
         for entry in platforms.values():
@@ -49,7 +51,7 @@ def _keep_only_downloads(cache: Path, lock: dict[str, object]) -> None:
     for blob in (cache / "blobs" / "sha256").iterdir():
         if blob.name not in wanted and len(blob.name) == 64:
             blob.unlink()
-    for folder in ("layers", "manifests", "pyc"):
+    for folder in ("layers", "manifests", *(() if unpacked else ("unpacked",))):
         shutil.rmtree(cache / folder, ignore_errors=True)
 
 
@@ -58,22 +60,31 @@ def _measure(platform: str | None) -> tuple[list[float], list[dict[str, object]]
         root = Path(scratch)
         example = root / "iris-sklearn"
         shutil.copytree(REPO / "examples" / "iris-sklearn", example, ignore=shutil.ignore_patterns("omi-out"))
+        lock = json.loads((example / "omi.lock").read_text())
         cache = root / "cache"
         cold, images = _build(example, cache, root / "out", platform)
-        _keep_only_downloads(cache, json.loads((example / "omi.lock").read_text()))
+        _drop_layers(cache, lock, unpacked=True)
         warm, _ = _build(example, cache, root / "out-warm", platform)
+        _drop_layers(cache, lock, unpacked=False)
+        archives, _ = _build(example, cache, root / "out-archives", platform)
         model = example / "model.npz"
         model.write_bytes(model.read_bytes() + b"\0")
         edit, _ = _build(example, cache, root / "out", platform)
         noop = statistics.median(_build(example, cache, root / "out", platform)[0] for _ in range(5))
-    return [cold, warm, edit, noop], images
+    return [cold, warm, archives, edit, noop], images
 
 
 def main() -> None:
     both, images = _measure(None)
     amd64, _ = _measure("linux/amd64")
     print(f"{'step':<28}{'both platforms':>16}{'amd64 only':>12}")
-    steps = ("cold (empty cache)", "warm download cache", "after a model-file change", "no-op (median of 5)")
+    steps = (
+        "cold (empty cache)",
+        "warm download cache",
+        "downloaded archives only",
+        "after a model-file change",
+        "no-op (median of 5)",
+    )
     for name, first, second in zip(steps, both, amd64, strict=True):
         print(f"{name:<28}{first:>15.2f}s{second:>11.2f}s")
     print(f"\nimages (index {images[0]['index']}):")
