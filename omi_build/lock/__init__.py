@@ -221,12 +221,13 @@ def fetch(
     """
     progress = progress or Silent()
     ready = on_fetched or (lambda _: None)
-    for digest in [p.sha256 for p in entry.debian] + [w.sha256 for w in entry.wheels]:
-        if store.has(digest):
-            ready(digest)
     # Largest first: they take longest to download and to unpack.
     missing_debs = sorted((p for p in entry.debian if not store.has(p.sha256)), key=lambda p: -p.size)
     missing_wheels = sorted((w for w in entry.wheels if not store.has(w.sha256)), key=lambda w: -w.size)
+    missing = {p.sha256 for p in missing_debs} | {w.sha256 for w in missing_wheels}
+    for digest in [p.sha256 for p in entry.debian] + [w.sha256 for w in entry.wheels]:
+        if digest not in missing:
+            ready(digest)
     if not missing_debs and not missing_wheels:
         return
     progress.step(f"download {len(missing_debs) + len(missing_wheels)} files for {target} {platform}")

@@ -174,6 +174,24 @@ def test_rebuild_after_a_model_change_rebuilds_only_model_layers(
         model.write_bytes(original)
 
 
+def test_rebuild_from_the_download_cache_gives_the_same_image(
+    iris_build: tuple[Path, list[BuiltImage]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Layers rebuilt from unpacked archives (one of them damaged) equal the cold build's."""
+    directory, images = iris_build
+    cache = tmp_path / "cache"
+    shutil.copytree(directory / "cache" / "blobs", cache / "blobs")
+    shutil.copytree(directory / "cache" / "unpacked", cache / "unpacked")
+    stored = max((cache / "unpacked").iterdir(), key=lambda p: p.stat().st_size)
+    stored.write_bytes(stored.read_bytes()[:-1])
+    monkeypatch.setenv("OMI_BUILD_CACHE", str(cache))
+    again = api.build([str(copy_example(tmp_path))], output=tmp_path / "out", locked=True)
+    assert [(i.platform, i.digest) for i in again] == [(i.platform, i.digest) for i in images]
+    assert stored.stat().st_size > 0
+    original = directory / "cache" / "unpacked"
+    assert len(list((cache / "unpacked").iterdir())) == len(list(original.iterdir()))
+
+
 def test_corrupt_cache_entry_is_reported_and_removed(
     iris_build: tuple[Path, list[BuiltImage]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,0 +1,151 @@
+"""Archives unpacked once into the download cache; layers compressed in independent pieces."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import zipfile
+import zlib
+from pathlib import Path
+
+import pytest
+
+from omi_build.errors import BuildError
+from omi_build.fetch import Store
+from omi_build.layers import _tar
+from omi_build.layers import _unpack as unpack
+from omi_build.layers._tar import Entry, write
+
+from .builders import deb, wheel
+
+NO_PYC = "3.99"  # no interpreter of this version compiles here, so no .pyc (and no processes)
+
+
+def _stored_archive(store: Store, path: Path, kind: unpack.ArchiveKind) -> unpack.Archive:
+    data = path.read_bytes()
+    store.put_bytes(data)
+    return unpack.Archive(kind=kind, sha256=hashlib.sha256(data).hexdigest(), what=path.name, size=len(data))
+
+
+def _demo_deb(tmp_path: Path) -> Path:
+    return deb(
+        tmp_path,
+        "libdemo",
+        {
+            "./lib/x86_64-linux-gnu/libdemo.so.1": b"\x7fELF" * 100,
+            "./usr/share/doc/libdemo/copyright": b"MIT",
+        },
+        links={"./usr/lib/x86_64-linux-gnu/libdemo.so": "libdemo.so.1"},
+    )
+
+
+def test_stored_form_round_trips_and_refuses_damage(tmp_path: Path) -> None:
+    unpacked = unpack.deb(_demo_deb(tmp_path), "libdemo", python_version=NO_PYC)
+    stored = b"".join(unpack.encode(unpacked))
+    assert unpack.decode(stored) == unpacked
+    flipped = bytearray(stored)
+    flipped[-3] ^= 0x20
+    for damaged in (stored[:-1], bytes(flipped), b"something else"):
+        with pytest.raises(ValueError, match="intact"):
+            unpack.decode(damaged)
+
+
+def test_an_archive_is_unpacked_once_and_read_back_from_the_cache(tmp_path: Path) -> None:
+    store = Store(tmp_path / "cache")
+    archive = _stored_archive(store, _demo_deb(tmp_path), "deb")
+    first = unpack.Unpacker(store, python_version=NO_PYC)
+    try:
+        unpacked = first.get(archive)
+    finally:
+        first.close()
+    store.path_for(archive.sha256).unlink()  # the next build never opens the archive again
+    second = unpack.Unpacker(store, python_version=NO_PYC)
+    try:
+        assert second.get(archive) == unpacked
+    finally:
+        second.close()
+
+
+def test_a_damaged_unpacked_entry_is_unpacked_again(tmp_path: Path) -> None:
+    store = Store(tmp_path / "cache")
+    archive = _stored_archive(store, _demo_deb(tmp_path), "deb")
+    unpacker = unpack.Unpacker(store, python_version=NO_PYC)
+    try:
+        unpacked = unpacker.get(archive)
+    finally:
+        unpacker.close()
+    [stored] = (store.root / "unpacked").iterdir()
+    stored.write_bytes(stored.read_bytes()[:-10])  # a crash or a disk error cut it short
+    again = unpack.Unpacker(store, python_version=NO_PYC)
+    try:
+        assert again.get(archive) == unpacked
+    finally:
+        again.close()
+    assert unpack.decode(stored.read_bytes()) == unpacked  # rewritten whole
+
+
+def test_unpacking_failure_reaches_whoever_waits(tmp_path: Path) -> None:
+    store = Store(tmp_path / "cache")
+    bogus = tmp_path / "bogus.deb"
+    bogus.write_bytes(b"not a deb")
+    archive = _stored_archive(store, bogus, "deb")
+    unpacker = unpack.Unpacker(store, python_version=NO_PYC)
+    try:
+        with pytest.raises(BuildError, match="not a Debian package"):
+            unpacker.get(archive)
+    finally:
+        unpacker.close()
+    assert not (store.root / "unpacked").exists()
+
+
+def test_a_damaged_wheel_member_is_named(tmp_path: Path) -> None:
+    path = wheel(tmp_path, "demo", {"demo/__init__.py": b"x = 1\n" * 1000})
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo("demo/__init__.py")
+    data = bytearray(path.read_bytes())
+    data[info.header_offset + 30 + len(info.filename) + 5] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(BuildError, match=r"demo-1\.0.* is damaged: demo/__init__\.py"):
+        unpack.wheel_entries(path, path.name)
+
+
+def test_wheel_members_compressed_or_stored_read_back(tmp_path: Path) -> None:
+    path = tmp_path / "mixed-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("mixed/a.py", b"a = 1\n" * 500, compress_type=zipfile.ZIP_DEFLATED)
+        archive.writestr("mixed/b.bin", bytes(range(256)), compress_type=zipfile.ZIP_STORED)
+    entries = {e.path: e.data for e in unpack.wheel_entries(path, path.name)}
+    assert entries == {
+        "usr/lib/python3/dist-packages/mixed/a.py": b"a = 1\n" * 500,
+        "usr/lib/python3/dist-packages/mixed/b.bin": bytes(range(256)),
+    }
+
+
+def _gzip_members(blob: bytes) -> int:
+    count, rest = 0, blob
+    while rest:
+        reader = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        reader.decompress(rest)
+        rest = reader.unused_data
+        count += 1
+    return count
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_large_layers_compress_in_pieces_that_read_back_as_one_stream(
+    tmp_path: Path, compression: _tar.Compression
+) -> None:
+    store = Store(tmp_path)
+    noise = hashlib.shake_256(b"seed").digest(3 * _tar.PIECE_BYTES)  # incompressible
+    entries = [Entry(path="big", data=noise), Entry(path="small", data=b"x" * 1000)]
+    blob = write(entries, store, compression=compression, epoch=0)
+    raw = store.path_for(blob.digest).read_bytes()
+    if compression == "gzip":
+        tar = gzip.decompress(raw)
+        assert _gzip_members(raw) == 4  # a little over 3 pieces of tar
+    else:
+        import zstandard  # noqa: PLC0415
+
+        tar = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True).read()
+    assert "sha256:" + hashlib.sha256(tar).hexdigest() == blob.diff_id
+    assert len(tar) == blob.uncompressed_size
