@@ -11,6 +11,7 @@ with a cache of its own:
 
 from __future__ import annotations
 
+import compileall
 import json
 import os
 import shutil
@@ -75,6 +76,9 @@ def _measure(platform: str | None) -> tuple[list[float], list[dict[str, object]]
 
 
 def main() -> None:
+    # An installed omi-build has its bytecode (pip compiles wheels at install time); this
+    # checkout may be run with PYTHONDONTWRITEBYTECODE, so compile it as pip would.
+    compileall.compile_dir(REPO / "omi_build", quiet=1)
     both, images = _measure(None)
     amd64, _ = _measure("linux/amd64")
     print(f"{'step':<28}{'both platforms':>16}{'amd64 only':>12}")
