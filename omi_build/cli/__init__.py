@@ -26,6 +26,17 @@ exit codes:
   2  manifest problems, or a command-line usage error
 """
 
+ENVIRONMENT = """\
+environment:
+  OMI_BUILD_CACHE          the cache of downloads, unpacked packages and layers
+                           (default: $XDG_CACHE_HOME/omi-build, else ~/.cache/omi-build)
+  SOURCE_DATE_EPOCH        the time stamp of every file in the image (else the
+                           manifest's build.source_date_epoch)
+  OMI_DEBIAN_MIRROR        the Debian mirror, when the manifest names none (else the
+                           host's apt sources)
+  OMI_DEBIAN_SNAPSHOT_URL  a snapshot mirror URL with {snapshot}, for build.base.snapshot
+"""
+
 LABEL_HELP = "a directory, an omi.yaml, or a label: //pkg:target, //pkg, //pkg/..., //..., :target"
 
 
@@ -241,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="omi-build",
         description="Compile an omi.yaml into a minimal, rootless, reproducible OCI "
         "image that serves the model over OMI v1 and OIP v2 gRPC.",
-        epilog=EXIT_CODES,
+        epilog=ENVIRONMENT + "\n" + EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[common],
     )
@@ -254,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
             help=help_text,
             description=help_text,
             parents=[common],
-            epilog=EXIT_CODES,
+            epilog=(ENVIRONMENT + "\n" if name in {"lock", "build", "run", "test"} else "") + EXIT_CODES,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         command.set_defaults(handler=handler)
