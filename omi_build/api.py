@@ -7,8 +7,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ if TYPE_CHECKING:  # imported for annotations only: each costs start-up time in 
     from omi_build.fetch import Store
     from omi_build.image import PlatformImage
     from omi_build.layers import LayerBuilder
-    from omi_build.lock import Lock
+    from omi_build.lock import DebPackage, Lock
     from omi_build.run import Running
 
 
@@ -123,20 +124,25 @@ class _PlatformJob:
         wanted = {a.sha256: a for a in pending}
 
         def fetched(digest: str) -> None:
+            builder.unpacker.arrived(digest)
             if digest in wanted:
                 builder.unpacker.prefetch(wanted[digest])
 
-        locking.fetch(
-            manifest, target=self.target, platform=platform, entry=entry, store=store,
-            progress=self.progress, on_fetched=fetched,
-        )  # fmt: skip
-        # Layers are independent: build them side by side, stack them in order.
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            base = pool.submit(builder.debian, list(entry.debian), uid=uid)
-            packages = pool.submit(builder.wheels, list(entry.wheels))
-            runtime = pool.submit(builder.runtime)
-            model = pool.submit(builder.model, manifest.directory, self.digests, self.config, uid=uid)
-            stack = [base.result(), *packages.result(), runtime.result(), *model.result()]
+        try:
+            locking.fetch(
+                manifest, target=self.target, platform=platform, entry=entry, store=store,
+                progress=self.progress, on_fetched=fetched,
+            )  # fmt: skip
+            # Layers are independent: build them side by side, stack them in order.
+            with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+                base = pool.submit(builder.debian, list(entry.debian), uid=uid)
+                packages = pool.submit(builder.wheels, list(entry.wheels))
+                runtime = pool.submit(builder.runtime)
+                model = pool.submit(builder.model, manifest.directory, self.digests, self.config, uid=uid)
+                stack = [base.result(), *packages.result(), runtime.result(), *model.result()]
+        except BaseException:
+            builder.unpacker.stop()  # the other platform may wait for this one's downloads
+            raise
         return image.assemble(
             manifest,
             platform,
@@ -145,6 +151,24 @@ class _PlatformJob:
             epoch=self.epoch,
             entry_args=["serve", "/" + layers.CONFIG_PATH],
         )
+
+
+def _fetch_packages(  # noqa: PLR0917 - a partial application: fixed arguments, then the callback
+    manifest: Manifest,
+    target: str,
+    packages: tuple[DebPackage, ...],
+    store: Store,
+    progress: Progress,
+    arrived: Callable[[str], None],
+) -> None:
+    """Download Debian packages of the host's platform when this build does not build it."""
+    from omi_build import layers  # noqa: PLC0415
+    from omi_build import lock as locking  # noqa: PLC0415
+
+    locking.fetch(
+        manifest, target=target, platform=layers.host_platform() or "", store=store, progress=progress,
+        entry=locking.PlatformLock(debian=packages, wheels=()), on_fetched=arrived,
+    )  # fmt: skip
 
 
 def _output_dir(selection: workspace.Selection, target: str, output: Path | None, several: bool) -> Path:
@@ -194,12 +218,23 @@ def build(
         epoch = settings.source_date_epoch(manifest.build.source_date_epoch)
         digests = layers.model_file_digests(manifest.directory, manifest.model.files)
         config = codegen.render(codegen.serving_config(manifest, digests, model_dir="/" + layers.MODEL_DIR))
+        python_version = manifest.python.version
+        interpreter = layers.interpreter_packages(
+            python_version, {p: current.platform(target_name, p).debian for p in spec.platforms}
+        )
+
         with layers.LayerBuilder(
             store,
             compression=manifest.build.compression,
             epoch=epoch,
-            python_version=manifest.python.version,
+            python_version=python_version,
             progress=progress,
+            interpreter=interpreter,
+            fetch_interpreter=None
+            if layers.host_platform() in platforms
+            else functools.partial(
+                _fetch_packages, manifest, target_name, tuple(interpreter), store, progress
+            ),
         ) as builder:
             job = _PlatformJob(
                 manifest=manifest, lock=current, target=target_name, store=store, builder=builder,

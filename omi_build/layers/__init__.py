@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +25,7 @@ from omi_build.fetch import Store
 from omi_build.lock import DebPackage, Wheel
 from omi_build.progress import Progress
 
-from . import _deb
+from . import _deb, _interpreter
 from ._tar import Blob, Compression, Entry, write
 from ._unpack import (
     SITE_PACKAGES,
@@ -33,7 +33,6 @@ from ._unpack import (
     Archive,
     Unpacked,
     Unpacker,
-    pyc_identity,
     wheel_entries,
     with_bytecode,
 )
@@ -134,7 +133,15 @@ class LayerBuilder:
     """
 
     def __init__(
-        self, store: Store, *, compression: Compression, epoch: int, python_version: str, progress: Progress
+        self,
+        store: Store,
+        *,
+        compression: Compression,
+        epoch: int,
+        python_version: str,
+        progress: Progress,
+        interpreter: Sequence[DebPackage] = (),
+        fetch_interpreter: Callable[[Callable[[str], None]], None] | None = None,
     ) -> None:
         self.store = store
         self.compression: Compression = compression
@@ -142,7 +149,9 @@ class LayerBuilder:
         self.python_version = python_version
         self.progress = progress
         self.records = store.root / "layers"
-        self.unpacker = Unpacker(store, python_version=python_version)
+        self.unpacker = Unpacker(
+            store, python_version=python_version, interpreter=interpreter, fetch_interpreter=fetch_interpreter
+        )
         self._compressing = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="compress")
 
     def __enter__(self) -> Self:
@@ -193,7 +202,7 @@ class LayerBuilder:
             Archive(kind="deb", sha256=p.sha256, what=f"{p.name} {p.version}", size=p.size)
             for p in sorted(debs, key=lambda p: p.name)
         ]
-        inputs = {"debs": [a.sha256 for a in archives], "uid": uid, "pyc": pyc_identity(self.python_version)}
+        inputs = {"debs": [a.sha256 for a in archives], "uid": uid, "pyc": self.unpacker.bytecode}
         return inputs, archives
 
     def _wheel_plan(self, wheels: list[Wheel]) -> list[tuple[str, Any, list[Archive]]]:
@@ -204,7 +213,7 @@ class LayerBuilder:
             groups.append((f"python packages ({len(light)})", light))
         plan = []
         for name, group in groups:
-            inputs = {"wheels": [w.sha256 for w in group], "pyc": pyc_identity(self.python_version)}
+            inputs = {"wheels": [w.sha256 for w in group], "pyc": self.unpacker.bytecode}
             archives = [Archive(kind="wheel", sha256=w.sha256, what=w.filename, size=w.size) for w in group]
             plan.append((name, inputs, archives))
         return plan
@@ -239,12 +248,12 @@ class LayerBuilder:
         entries = runtime_entries()
         inputs = {
             "sources": {e.path: hashlib.sha256(e.data).hexdigest() for e in entries},
-            "pyc": pyc_identity(self.python_version),
+            "pyc": self.unpacker.bytecode,
         }
         return self.layer(
             "server runtime",
             inputs,
-            lambda: with_bytecode(entries, self.python_version, (SITE_PACKAGES,)),
+            lambda: with_bytecode(entries, (SITE_PACKAGES,), self.unpacker.compiler),
         )
 
     def model(
@@ -271,8 +280,8 @@ class LayerBuilder:
         layers = [
             self.layer(
                 "model code",
-                {"code": code, "uid": uid, "pyc": pyc_identity(self.python_version)},
-                lambda: with_bytecode(entries_for(code), self.python_version, (MODEL_DIR,)),
+                {"code": code, "uid": uid, "pyc": self.unpacker.bytecode},
+                lambda: with_bytecode(entries_for(code), (MODEL_DIR,), self.unpacker.compiler),
             )
         ]
         if files:
@@ -286,3 +295,16 @@ class LayerBuilder:
             )
         )
         return layers
+
+
+def interpreter_packages(
+    python_version: str, debs_by_platform: dict[str, Iterable[DebPackage]]
+) -> list[DebPackage]:
+    """The locked packages of the image's Python that this host can run, if any (see _interpreter)."""
+    by_arch = {platform.split("/")[1]: debs for platform, debs in debs_by_platform.items()}
+    return _interpreter.image_packages(python_version, by_arch)
+
+
+def host_platform() -> str | None:
+    arch = _interpreter.host_arch()
+    return f"linux/{arch}" if arch else None

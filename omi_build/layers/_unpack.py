@@ -14,6 +14,7 @@ and one [path, kind, mode, target, size] row per entry), then the file contents 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import itertools
@@ -21,11 +22,10 @@ import json
 import os
 import queue
 import struct
-import sys
 import threading
 import zipfile
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -35,8 +35,9 @@ import deflate
 
 from omi_build.errors import BuildError
 from omi_build.fetch import Store
+from omi_build.lock import DebPackage
 
-from . import _deb, _pyc
+from . import _deb, _interpreter, _pyc
 from ._tar import Entry
 
 # Bump when the same archive would now unpack to different entries.
@@ -65,12 +66,16 @@ class Unpacked:
 
 
 def with_bytecode(
-    entries: Iterable[Entry], python_version: str, roots: tuple[str, ...], shared: _pyc.Shared | None = None
+    entries: Iterable[Entry],
+    roots: tuple[str, ...],
+    compiler: Callable[[], _pyc.Compiler | None],
+    shared: _pyc.Shared | None = None,
 ) -> list[Entry]:
-    """`entries` plus a .pyc for each Python source under `roots` (tests excluded)."""
+    """`entries` plus a .pyc for each Python source under `roots` (tests excluded).
+
+    `compiler` is asked only when there is something to compile.
+    """
     entries = list(entries)
-    if not _pyc.can_compile_for(python_version):
-        return entries
     sources = [
         (e.path, e.data)
         for e in entries
@@ -80,25 +85,17 @@ def with_bytecode(
         and "/tests/" not in e.path
         and "/test/" not in e.path  # never imported when serving
     ]
-    return entries + [Entry(path=path, data=data) for path, data in _pyc.compile_all(sources, shared)]
+    if not sources or (chosen := compiler()) is None:
+        return entries
+    return entries + [Entry(path=path, data=data) for path, data in _pyc.compile_all(sources, chosen, shared)]
 
 
-def pyc_identity(python_version: str) -> str | None:
-    """What the bytecode depends on: the compiling interpreter, or None when none is made."""
-    return sys.version if _pyc.can_compile_for(python_version) else None
-
-
-def deb(path: Path, what: str, *, python_version: str, shared: _pyc.Shared | None = None) -> Unpacked:
-    """A .deb's files as the image holds them, with bytecode for the stdlib's sources."""
+def extract_deb(path: Path, what: str) -> Unpacked:
+    """A .deb's files as the image holds them (no bytecode yet)."""
     package = _deb.read(path, what)
     # Administration tools: nothing runs them in a container.
     kept = [entry for entry in package.entries if not entry.path.startswith("usr/sbin/")]
-    stdlib = (f"usr/lib/python{python_version}/",)
-    return Unpacked(
-        entries=tuple(with_bytecode(kept, python_version, stdlib, shared)),
-        control=package.control,
-        md5sums=package.md5sums,
-    )
+    return Unpacked(entries=tuple(kept), control=package.control, md5sums=package.md5sums)
 
 
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # a zip member's local header: 30 bytes
@@ -157,10 +154,9 @@ def wheel_entries(path: Path, what: str) -> list[Entry]:
     return entries
 
 
-def wheel(path: Path, what: str, *, python_version: str, shared: _pyc.Shared | None = None) -> Unpacked:
-    """A wheel's files in site-packages, with bytecode for its sources."""
-    entries = wheel_entries(path, what)
-    return Unpacked(entries=tuple(with_bytecode(entries, python_version, (SITE_PACKAGES,), shared)))
+def extract_wheel(path: Path, what: str) -> Unpacked:
+    """A wheel's files in site-packages (no bytecode yet)."""
+    return Unpacked(entries=tuple(wheel_entries(path, what)))
 
 
 def encode(unpacked: Unpacked) -> list[bytes]:
@@ -204,16 +200,37 @@ class Unpacker:
 
     `prefetch` queues an archive as soon as it is downloaded, so unpacking overlaps the
     downloads still running; the largest queued archive goes first, as it ends last otherwise.
-    `get` waits for it.
+    `get` waits for it. Bytecode comes from `compiler()`: the image's interpreter (the locked
+    `interpreter` packages) where the host runs it, else the host's (see _interpreter).
     """
 
-    def __init__(self, store: Store, *, python_version: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        python_version: str,
+        interpreter: Sequence[DebPackage] = (),
+        fetch_interpreter: Callable[[Callable[[str], None]], None] | None = None,
+    ) -> None:
         self.store = store
         self.python_version = python_version
         self.folder = store.root / "unpacked"
-        self._bytecode: _pyc.Shared = {}
+        self.bytecode = _interpreter.identity(python_version, list(interpreter))
+        self._interpreter = [
+            Archive(kind="deb", sha256=p.sha256, what=f"{p.name} {p.version}", size=p.size)
+            for p in interpreter
+        ]
+        self._interpreter_arch = interpreter[0].architecture if interpreter else ""
+        self._fetch_interpreter = fetch_interpreter
+        self._compiler: _pyc.Compiler | None = None
+        self._compiler_made = False
+        self._compiler_lock = threading.Lock()
+        self._shared: _pyc.Shared = {}
         self._queue: queue.PriorityQueue[tuple[int, int, Archive | None]] = queue.PriorityQueue()
         self._started: dict[str, Future[Unpacked]] = {}
+        self._extracting: dict[str, Future[Unpacked]] = {}
+        self._arrived: dict[str, threading.Event] = {}
+        self._closed = False
         self._mutex = threading.Lock()
         self._order = itertools.count()
         self._workers = [
@@ -223,8 +240,16 @@ class Unpacker:
         for worker in self._workers:
             worker.start()
 
+    def stop(self) -> None:
+        """The build failed: whatever waits for a download gives up."""
+        self._closed = True
+        with self._mutex:
+            for event in self._arrived.values():
+                event.set()
+
     def close(self) -> None:
-        """Stop the workers; archives still queued are not unpacked."""
+        """Stop the workers (archives still queued are not unpacked) and clean up."""
+        self.stop()
         for _ in self._workers:
             self._queue.put((-(1 << 62), next(self._order), None))
         for worker in self._workers:
@@ -232,6 +257,13 @@ class Unpacker:
         for future in self._started.values():
             future.cancel()
         self._started.clear()
+        self._extracting.clear()
+        if self._compiler is not None and self._interpreter:
+            _interpreter.remove(self._compiler)
+
+    def arrived(self, digest: str) -> None:
+        """`digest` is in the store now (a fetch calls this for every file it has)."""
+        self._event(digest).set()
 
     def prefetch(self, archive: Archive) -> None:
         with self._mutex:
@@ -243,6 +275,33 @@ class Unpacker:
     def get(self, archive: Archive) -> Unpacked:
         self.prefetch(archive)
         return self._started[archive.sha256].result()
+
+    def compiler(self) -> _pyc.Compiler | None:
+        """The interpreter that compiles the image's bytecode, made ready on first use."""
+        with self._compiler_lock:
+            if not self._compiler_made:
+                self._compiler = self._make_compiler()
+                self._compiler_made = True
+            return self._compiler
+
+    def _make_compiler(self) -> _pyc.Compiler | None:
+        if not self._interpreter:
+            return _pyc.host_compiler(self.python_version)
+        missing = [a for a in self._interpreter if not self.store.has(a.sha256)]
+        if missing and self._fetch_interpreter is not None:
+            self._fetch_interpreter(self.arrived)  # not a platform this build downloads
+        contents = [self._entries_of(archive).entries for archive in self._interpreter]
+        scratch = self.store.root / "tmp"
+        scratch.mkdir(parents=True, exist_ok=True)
+        name = self.bytecode or "the image's interpreter"
+        return _interpreter.materialize(self.python_version, self._interpreter_arch, contents, scratch, name)
+
+    def _event(self, digest: str) -> threading.Event:
+        with self._mutex:
+            event = self._arrived.setdefault(digest, threading.Event())
+            if self._closed:
+                event.set()
+            return event
 
     def _work(self) -> None:
         while (archive := self._queue.get()[2]) is not None:
@@ -260,7 +319,7 @@ class Unpacker:
             "kind": archive.kind,
             "archive": archive.sha256,
             "python": self.python_version,
-            "pyc": pyc_identity(self.python_version),
+            "bytecode": self.bytecode,
         }
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
@@ -274,13 +333,49 @@ class Unpacker:
             path.unlink(missing_ok=True)
             return None
 
+    def _extracted(self, archive: Archive) -> Unpacked:
+        """The archive's files without bytecode, extracted once per build.
+
+        The first caller extracts in its own thread; later ones wait for it. Extraction never
+        waits for anything but the download, so waiting on it cannot deadlock.
+        """
+        with self._mutex:
+            future = self._extracting.get(archive.sha256)
+            mine = future is None
+            if future is None:
+                future = self._extracting[archive.sha256] = Future()
+        if not mine:
+            return future.result()
+        try:
+            extracted = self._extract(archive)
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
+        future.set_result(extracted)
+        return extracted
+
+    def _extract(self, archive: Archive) -> Unpacked:
+        if not self.store.has(archive.sha256):
+            self._event(archive.sha256).wait()
+        if self._closed:
+            msg = f"the build stopped before {archive.what} was unpacked"
+            raise BuildError(msg)
+        path = self.store.verified(archive.sha256, what=archive.what)
+        return (extract_deb if archive.kind == "deb" else extract_wheel)(path, archive.what)
+
+    def _entries_of(self, archive: Archive) -> Unpacked:
+        """The archive's files, from the cache when it has them (bytecode does no harm here)."""
+        return self._cached(self.folder / self._key(archive)) or self._extracted(archive)
+
     def _unpack(self, archive: Archive) -> Unpacked:
         stored = self.folder / self._key(archive)
         if (found := self._cached(stored)) is not None:
             return found
-        path = self.store.verified(archive.sha256, what=archive.what)
-        read = deb if archive.kind == "deb" else wheel
-        unpacked = read(path, archive.what, python_version=self.python_version, shared=self._bytecode)
+        extracted = self._extracted(archive)
+        roots = (f"usr/lib/python{self.python_version}/",) if archive.kind == "deb" else (SITE_PACKAGES,)
+        unpacked = dataclasses.replace(
+            extracted, entries=tuple(with_bytecode(extracted.entries, roots, self.compiler, self._shared))
+        )
         # Written, then renamed into place; not synced: a checksum is checked whenever it is read.
         self.folder.mkdir(parents=True, exist_ok=True)
         temporary = stored.with_name(f".{stored.name}.{os.getpid()}.{threading.get_ident()}.tmp")

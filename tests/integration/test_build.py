@@ -80,6 +80,41 @@ def test_image_runs_python_and_imports_the_model_packages_as_nonroot(
     assert result.stdout.split() == ["65532", "65532", "2.4.6"]
 
 
+def test_bytecode_is_what_the_images_own_python_compiles(
+    iris_build: tuple[Path, list[BuiltImage]], tmp_path: Path
+) -> None:
+    """numpy's _arraypad_impl compiles to other bytes under 3.11.7 (a likely host) than 3.11.2."""
+    _, images = iris_build
+    module = "/usr/lib/python3/dist-packages/numpy/lib/_arraypad_impl"
+    cached = "/usr/lib/python3/dist-packages/numpy/lib/__pycache__/_arraypad_impl.cpython-311.pyc"
+    script = (
+        "import importlib.util, marshal, sys; "
+        f"source = open('{module}.py', 'rb').read(); "
+        f"pyc = open('{cached}', 'rb').read(); "
+        "code = compile(source, '/' + sys.argv[1], 'exec', dont_inherit=True); "
+        "print(pyc[16:] == marshal.dumps(code), pyc[4:8] == (1).to_bytes(4, 'little'))"
+    )
+    result = run_in_runc(
+        images[0].layout,
+        "1.0.0-amd64",
+        ["/usr/bin/python3.11", "-I", "-S", "-c", script, module.lstrip("/") + ".py"],
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "True"]  # the image's bytes, unchecked hash-based
+
+
+def test_a_platform_built_alone_is_the_same_image(
+    iris_build: tuple[Path, list[BuiltImage]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """arm64 alone on this amd64 host still compiles with the amd64 image's Python (fetched
+    for it), so its image is the one built beside amd64."""
+    _, images = iris_build
+    alone = build_in(tmp_path, monkeypatch, platform="linux/arm64")
+    arm64 = next(i for i in images if i.platform == "linux/arm64")
+    assert [(i.platform, i.digest) for i in alone] == [("linux/arm64", arm64.digest)]
+
+
 def test_image_has_no_shell(iris_build: tuple[Path, list[BuiltImage]], tmp_path: Path) -> None:
     _, images = iris_build
     result = run_in_runc(images[0].layout, "1.0.0-amd64", ["/bin/sh", "-c", "true"], tmp_path)

@@ -184,7 +184,7 @@ def test_debian_base_synthesises_what_maintainer_scripts_would(tmp_path: Path) -
 
 
 def _unpacked(debs: list[tuple[DebPackage, Path]]) -> list[tuple[DebPackage, Unpacked]]:
-    return [(p, unpack.deb(path, p.name, python_version=NO_PYC)) for p, path in debs]
+    return [(p, unpack.extract_deb(path, p.name)) for p, path in debs]
 
 
 def test_a_shell_in_the_base_is_refused(tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ def _demo_deb(tmp_path: Path) -> Path:
 
 
 def test_stored_form_round_trips_and_refuses_damage(tmp_path: Path) -> None:
-    unpacked = unpack.deb(_demo_deb(tmp_path), "libdemo", python_version=NO_PYC)
+    unpacked = unpack.extract_deb(_demo_deb(tmp_path), "libdemo")
     stored = b"".join(unpack.encode(unpacked))
     assert unpack.decode(stored) == unpacked
     flipped = bytearray(stored)

@@ -1,0 +1,111 @@
+"""The image's own Python, run on the build host to compile the image's bytecode.
+
+Bytecode must come from the image's Python version, which the host often lacks (omi-build may
+run on 3.12 while the image is Debian 12's 3.11). Where the host's architecture is one the
+target builds, the locked interpreter packages (python3.X-minimal, libpython3.X-minimal and
+the libraries the binary links) are written to a scratch directory and run there through the
+image's own dynamic loader, so neither the host's Python nor its C library is involved: the
+bytecode then depends only on locked packages. Elsewhere the host's interpreter compiles when
+it is the image's minor version (measured byte-identical to the image's for 3.11.2 and
+3.11.7); with neither, the image gets no bytecode.
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from omi_build.lock import DebPackage
+
+from ._pyc import Compiler, host_compiler
+from ._tar import Entry
+
+# Debian architecture -> (multiarch directory, dynamic loader) in a merged-/usr tree
+_LOADERS = {
+    "amd64": ("x86_64-linux-gnu", "ld-linux-x86-64.so.2"),
+    "arm64": ("aarch64-linux-gnu", "ld-linux-aarch64.so.1"),
+}
+_HOST_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+
+
+def host_arch() -> str | None:
+    return _HOST_ARCH.get(platform.machine().lower())
+
+
+def packages_for(python_version: str) -> tuple[str, ...]:
+    """What running the interpreter needs: the binary, its core library, what it links."""
+    return (
+        f"python{python_version}-minimal",
+        f"libpython{python_version}-minimal",
+        "libc6",
+        "zlib1g",
+        "libexpat1",
+    )
+
+
+def image_packages(python_version: str, debs_by_arch: dict[str, Iterable[DebPackage]]) -> list[DebPackage]:
+    """The locked interpreter packages of the host's architecture; [] if it is not built."""
+    arch = host_arch()
+    if arch not in debs_by_arch or arch not in _LOADERS:
+        return []
+    wanted = packages_for(python_version)
+    found = {p.name: p for p in debs_by_arch[arch] if p.name in wanted}
+    return [found[name] for name in wanted] if len(found) == len(wanted) else []
+
+
+def identity(python_version: str, packages: list[DebPackage]) -> str | None:
+    """What the bytecode depends on, known before anything is downloaded."""
+    if packages:
+        pinned = ", ".join(f"{p.name} {p.version} {p.sha256[:12]}" for p in packages)
+        return f"the image's python{python_version} ({packages[0].architecture}: {pinned})"
+    fallback = host_compiler(python_version)
+    return fallback.identity if fallback else None
+
+
+def materialize(
+    python_version: str, arch: str, contents: Iterable[Iterable[Entry]], scratch: Path, name: str
+) -> Compiler:
+    """Write the packages' files under a new directory in `scratch`; the compiler that runs there."""
+    root = Path(tempfile.mkdtemp(prefix="python-", dir=scratch))
+    for entries in contents:
+        for entry in entries:
+            target = root / entry.path
+            if entry.kind == "dir":
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if entry.kind == "symlink":
+                if not target.is_symlink():
+                    target.symlink_to(entry.target)
+            else:
+                target.write_bytes(entry.data)
+                target.chmod(0o755 if entry.mode & 0o111 else 0o644)
+    triplet, loader = _LOADERS[arch]
+    return Compiler(
+        argv=(
+            str(root / "usr" / "lib" / triplet / loader),
+            "--library-path",
+            str(root / "usr" / "lib" / triplet),
+            str(root / "usr" / "bin" / f"python{python_version}"),
+            "-S",  # no site: nothing but the standard library's core is imported
+            "-s",
+            "-B",
+        ),
+        # Only where its standard library is: nothing of the host's environment reaches it.
+        env={"PYTHONHOME": str(root / "usr")},
+        python_version=python_version,
+        identity=name,
+    )
+
+
+def remove(compiler: Compiler) -> None:
+    """Delete a materialized interpreter (the directory holding its binary)."""
+    home = (compiler.env or {}).get("PYTHONHOME")
+    if home:
+        shutil.rmtree(Path(home).parent, ignore_errors=True)
+
+
+__all__ = ["host_arch", "identity", "image_packages", "materialize", "packages_for", "remove"]

@@ -1,0 +1,80 @@
+"""Which interpreter compiles an image's bytecode, and what it produces."""
+
+from __future__ import annotations
+
+import platform
+import sys
+
+import pytest
+
+from omi_build.layers import _interpreter, _pyc
+from omi_build.lock import DebPackage
+
+
+def _deb(name: str, arch: str = "amd64") -> DebPackage:
+    return DebPackage(
+        name=name,
+        version="1",
+        architecture=arch,
+        filename="",
+        sha256=name.ljust(64, "0")[:64],
+        size=1,
+        suite="s",
+    )
+
+
+def _debs(arch: str) -> list[DebPackage]:
+    return [_deb(name, arch) for name in (*_interpreter.packages_for("3.11"), "libssl3")]
+
+
+@pytest.mark.parametrize(
+    ("machine", "expected"), [("x86_64", "amd64"), ("aarch64", "arm64"), ("riscv64", None)]
+)
+def test_the_host_architecture_picks_the_interpreter_packages(
+    monkeypatch: pytest.MonkeyPatch, machine: str, expected: str | None
+) -> None:
+    monkeypatch.setattr(platform, "machine", lambda: machine)
+    chosen = _interpreter.image_packages("3.11", {"amd64": _debs("amd64"), "arm64": _debs("arm64")})
+    assert {p.architecture for p in chosen} == ({expected} if expected else set())
+    assert [p.name for p in chosen] == (list(_interpreter.packages_for("3.11")) if expected else [])
+
+
+def test_no_image_interpreter_when_its_platform_or_a_package_is_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    assert _interpreter.image_packages("3.11", {"arm64": _debs("arm64")}) == []
+    incomplete = [p for p in _debs("amd64") if p.name != "zlib1g"]
+    assert _interpreter.image_packages("3.11", {"amd64": incomplete}) == []
+
+
+def test_the_identity_names_the_pinned_interpreter_or_the_host() -> None:
+    packages = _debs("amd64")[:5]
+    assert "python3.11-minimal 1" in (_interpreter.identity("3.11", packages) or "")
+    host = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert _interpreter.identity(host, []) == f"host {sys.version}"
+    assert _interpreter.identity("3.99", []) is None  # no bytecode at all
+
+
+@pytest.mark.integration  # starts interpreter processes
+def test_the_host_compiles_deterministic_unchecked_bytecode() -> None:
+    host = f"{sys.version_info.major}.{sys.version_info.minor}"
+    compiler = _pyc.host_compiler(host)
+    assert compiler is not None
+    sources = [("pkg/a.py", b"x = {'b', 'a'}\n"), ("pkg/broken.py", b"def (:\n"), ("b.py", b"y = 2\n")]
+    first = _pyc.compile_all(sources, compiler)
+    assert first == _pyc.compile_all(list(reversed(sources)), compiler)
+    tag = compiler.cache_tag
+    assert [path for path, _ in first] == [f"__pycache__/b.{tag}.pyc", f"pkg/__pycache__/a.{tag}.pyc"]
+    assert all(data[4:8] == (1).to_bytes(4, "little") for _, data in first)  # hash-based, unchecked
+
+
+@pytest.mark.integration  # starts interpreter processes
+def test_bytecode_is_shared_between_calls() -> None:
+    host = f"{sys.version_info.major}.{sys.version_info.minor}"
+    compiler = _pyc.host_compiler(host)
+    assert compiler is not None
+    shared: _pyc.Shared = {}
+    first = _pyc.compile_all([("m.py", b"z = 3\n")], compiler, shared)
+    broken = _pyc.Compiler(argv=("/nonexistent/python",), env=None, python_version=host, identity="none")
+    assert _pyc.compile_all([("m.py", b"z = 3\n")], broken, shared) == first  # nothing left to compile
