@@ -3,7 +3,8 @@
 Every figure is the whole `omi-build build` process, start to exit, on a copy of the example
 with a cache of its own:
   cold           empty cache (downloads, layers, everything)
-  warm download  the download cache (each archive and its unpacked form) kept, no layer
+  warm download  the download cache (each archive and its unpacked form, the image's Python
+                 for compiling) kept, no layer
   archives only  only the downloaded archives kept: every archive unpacked and compiled again
   model edit     after changing only model.npz
   no-op          nothing changed (median of 5)
@@ -52,7 +53,7 @@ def _drop_layers(cache: Path, lock: dict[str, object], *, unpacked: bool) -> Non
     for blob in (cache / "blobs" / "sha256").iterdir():
         if blob.name not in wanted and len(blob.name) == 64:
             blob.unlink()
-    for folder in ("layers", "manifests", *(() if unpacked else ("unpacked",))):
+    for folder in ("layers", "manifests", *(() if unpacked else ("unpacked", "interpreters"))):
         shutil.rmtree(cache / folder, ignore_errors=True)
 
 

@@ -12,10 +12,11 @@ it is the image's minor version (measured byte-identical to the image's for 3.11
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from omi_build.lock import DebPackage
@@ -65,25 +66,45 @@ def identity(python_version: str, packages: list[DebPackage]) -> str | None:
     return fallback.identity if fallback else None
 
 
+def _needed(path: str, python_version: str, triplet: str) -> bool:
+    """The binary, the standard library and the shared libraries; not docs, data or locales."""
+    if path == f"usr/bin/python{python_version}" or path.startswith(f"usr/lib/python{python_version}/"):
+        return True
+    directory, _, name = path.rpartition("/")
+    return directory in {f"usr/lib/{triplet}", "usr/lib64", "usr/lib"} and ".so" in name
+
+
 def materialize(
-    python_version: str, arch: str, contents: Iterable[Iterable[Entry]], scratch: Path, name: str
+    python_version: str, arch: str, contents: Callable[[], Iterable[Iterable[Entry]]], folder: Path, name: str
 ) -> Compiler:
-    """Write the packages' files under a new directory in `scratch`; the compiler that runs there."""
-    root = Path(tempfile.mkdtemp(prefix="python-", dir=scratch))
-    for entries in contents:
-        for entry in entries:
-            target = root / entry.path
-            if entry.kind == "dir":
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if entry.kind == "symlink":
-                if not target.is_symlink():
-                    target.symlink_to(entry.target)
-            else:
-                target.write_bytes(entry.data)
-                target.chmod(0o755 if entry.mode & 0o111 else 0o644)
+    """The compiler that runs the packages' interpreter, written once under `folder`.
+
+    `contents` gives the packages' files; it is called only when they are not written yet.
+
+    The tree is written to a temporary directory and renamed into place, so a build that
+    stops halfway leaves nothing a later build would use.
+    """
     triplet, loader = _LOADERS[arch]
+    root = folder / hashlib.sha256(name.encode()).hexdigest()[:32]
+    if not root.is_dir():
+        folder.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder))
+        for entries in contents():
+            for entry in entries:
+                if entry.kind == "dir" or not _needed(entry.path, python_version, triplet):
+                    continue
+                target = scratch / entry.path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if entry.kind == "symlink":
+                    if not target.is_symlink():
+                        target.symlink_to(entry.target)
+                else:
+                    target.write_bytes(entry.data)
+                    target.chmod(0o755 if entry.mode & 0o111 else 0o644)
+        try:
+            scratch.rename(root)
+        except OSError:  # another build put it there first
+            shutil.rmtree(scratch, ignore_errors=True)
     return Compiler(
         argv=(
             str(root / "usr" / "lib" / triplet / loader),
@@ -101,11 +122,4 @@ def materialize(
     )
 
 
-def remove(compiler: Compiler) -> None:
-    """Delete a materialized interpreter (the directory holding its binary)."""
-    home = (compiler.env or {}).get("PYTHONHOME")
-    if home:
-        shutil.rmtree(Path(home).parent, ignore_errors=True)
-
-
-__all__ = ["host_arch", "identity", "image_packages", "materialize", "packages_for", "remove"]
+__all__ = ["host_arch", "identity", "image_packages", "materialize", "packages_for"]

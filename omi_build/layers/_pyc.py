@@ -152,7 +152,11 @@ def _compile(ordered: list[tuple[str, bytes]], compiler: Compiler) -> list[bytes
             )
         except OSError as exc:
             msg = f"cannot start {compiler.identity} to compile bytecode: {exc}"
-            raise BuildError(msg) from exc
+            raise BuildError(
+                msg,
+                hint="the cache folder must allow running programs (not mounted noexec); "
+                "OMI_BUILD_CACHE can name another",
+            ) from exc
         processes.append((process, _frames(ordered[index::workers])))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         outcomes = list(pool.map(lambda job: (job[0], *job[0].communicate(job[1])), processes))

@@ -25,7 +25,7 @@ import struct
 import threading
 import zipfile
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -258,8 +258,6 @@ class Unpacker:
             future.cancel()
         self._started.clear()
         self._extracting.clear()
-        if self._compiler is not None and self._interpreter:
-            _interpreter.remove(self._compiler)
 
     def arrived(self, digest: str) -> None:
         """`digest` is in the store now (a fetch calls this for every file it has)."""
@@ -287,14 +285,16 @@ class Unpacker:
     def _make_compiler(self) -> _pyc.Compiler | None:
         if not self._interpreter:
             return _pyc.host_compiler(self.python_version)
-        missing = [a for a in self._interpreter if not self.store.has(a.sha256)]
-        if missing and self._fetch_interpreter is not None:
-            self._fetch_interpreter(self.arrived)  # not a platform this build downloads
-        contents = [self._entries_of(archive).entries for archive in self._interpreter]
-        scratch = self.store.root / "tmp"
-        scratch.mkdir(parents=True, exist_ok=True)
+
+        def contents() -> Iterator[tuple[Entry, ...]]:
+            missing = [a for a in self._interpreter if not self.store.has(a.sha256)]
+            if missing and self._fetch_interpreter is not None:
+                self._fetch_interpreter(self.arrived)  # not a platform this build downloads
+            return (self._entries_of(archive).entries for archive in self._interpreter)
+
         name = self.bytecode or "the image's interpreter"
-        return _interpreter.materialize(self.python_version, self._interpreter_arch, contents, scratch, name)
+        folder = self.store.root / "interpreters"
+        return _interpreter.materialize(self.python_version, self._interpreter_arch, contents, folder, name)
 
     def _event(self, digest: str) -> threading.Event:
         with self._mutex:
