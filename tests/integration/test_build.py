@@ -209,14 +209,20 @@ def test_rebuild_after_a_model_change_rebuilds_only_model_layers(
         model.write_bytes(original)
 
 
+def _copy_of_the_cache(directory: Path, tmp_path: Path, *folders: str) -> Path:
+    """The session build's cache, only the folders named, copied under tmp_path."""
+    cache = tmp_path / "cache"
+    for folder in folders:
+        shutil.copytree(directory / "cache" / folder, cache / folder)
+    return cache
+
+
 def test_rebuild_from_the_download_cache_gives_the_same_image(
     iris_build: tuple[Path, list[BuiltImage]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Layers rebuilt from unpacked archives (one of them damaged) equal the cold build's."""
     directory, images = iris_build
-    cache = tmp_path / "cache"
-    shutil.copytree(directory / "cache" / "blobs", cache / "blobs")
-    shutil.copytree(directory / "cache" / "unpacked", cache / "unpacked")
+    cache = _copy_of_the_cache(directory, tmp_path, "blobs", "unpacked")
     stored = max((cache / "unpacked").iterdir(), key=lambda p: p.stat().st_size)
     stored.write_bytes(stored.read_bytes()[:-1])
     monkeypatch.setenv("OMI_BUILD_CACHE", str(cache))
@@ -231,8 +237,7 @@ def test_corrupt_cache_entry_is_reported_and_removed(
     iris_build: tuple[Path, list[BuiltImage]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     directory, _ = iris_build
-    cache = tmp_path / "cache"
-    shutil.copytree(directory / "cache" / "blobs", cache / "blobs")
+    cache = _copy_of_the_cache(directory, tmp_path, "blobs")
     monkeypatch.setenv("OMI_BUILD_CACHE", str(cache))
     example = copy_example(tmp_path)
     lock = json.loads((example / "omi.lock").read_text())

@@ -50,37 +50,26 @@ def test_stored_form_round_trips_and_refuses_damage(tmp_path: Path) -> None:
             unpack.decode(damaged)
 
 
+def _unpacked_by_a_new_build(store: Store, archive: unpack.Archive) -> unpack.Unpacked:
+    with unpack.Unpacker(store, python_version=NO_PYC) as unpacker:
+        return unpacker.get(archive)
+
+
 def test_an_archive_is_unpacked_once_and_read_back_from_the_cache(tmp_path: Path) -> None:
     store = Store(tmp_path / "cache")
     archive = _stored_archive(store, _demo_deb(tmp_path), "deb")
-    first = unpack.Unpacker(store, python_version=NO_PYC)
-    try:
-        unpacked = first.get(archive)
-    finally:
-        first.close()
+    unpacked = _unpacked_by_a_new_build(store, archive)
     store.path_for(archive.sha256).unlink()  # the next build never opens the archive again
-    second = unpack.Unpacker(store, python_version=NO_PYC)
-    try:
-        assert second.get(archive) == unpacked
-    finally:
-        second.close()
+    assert _unpacked_by_a_new_build(store, archive) == unpacked
 
 
 def test_a_damaged_unpacked_entry_is_unpacked_again(tmp_path: Path) -> None:
     store = Store(tmp_path / "cache")
     archive = _stored_archive(store, _demo_deb(tmp_path), "deb")
-    unpacker = unpack.Unpacker(store, python_version=NO_PYC)
-    try:
-        unpacked = unpacker.get(archive)
-    finally:
-        unpacker.close()
+    unpacked = _unpacked_by_a_new_build(store, archive)
     [stored] = (store.root / "unpacked").iterdir()
     stored.write_bytes(stored.read_bytes()[:-10])  # a crash or a disk error cut it short
-    again = unpack.Unpacker(store, python_version=NO_PYC)
-    try:
-        assert again.get(archive) == unpacked
-    finally:
-        again.close()
+    assert _unpacked_by_a_new_build(store, archive) == unpacked
     assert unpack.decode(stored.read_bytes()) == unpacked  # rewritten whole
 
 
@@ -89,12 +78,8 @@ def test_unpacking_failure_reaches_whoever_waits(tmp_path: Path) -> None:
     bogus = tmp_path / "bogus.deb"
     bogus.write_bytes(b"not a deb")
     archive = _stored_archive(store, bogus, "deb")
-    unpacker = unpack.Unpacker(store, python_version=NO_PYC)
-    try:
-        with pytest.raises(BuildError, match="not a Debian package"):
-            unpacker.get(archive)
-    finally:
-        unpacker.close()
+    with pytest.raises(BuildError, match="not a Debian package"):
+        _unpacked_by_a_new_build(store, archive)
     assert not (store.root / "unpacked").exists()
 
 
