@@ -13,6 +13,7 @@ it is the image's minor version (measured byte-identical to the image's for 3.11
 from __future__ import annotations
 
 import hashlib
+import json
 import platform
 import shutil
 import tempfile
@@ -74,36 +75,62 @@ def _needed(path: str, python_version: str, triplet: str) -> bool:
     return directory in {f"usr/lib/{triplet}", "usr/lib64", "usr/lib"} and ".so" in name
 
 
+_FILES = ".files.json"  # path -> sha256 of every file written, checked before each use
+
+
+def _intact(root: Path) -> bool:
+    try:
+        files = json.loads((root / _FILES).read_text(encoding="utf-8"))
+        return all(
+            hashlib.sha256((root / path).read_bytes()).hexdigest() == digest for path, digest in files.items()
+        )
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _write(root: Path, contents: Iterable[Iterable[Entry]], python_version: str, triplet: str) -> None:
+    files = {}
+    for entries in contents:
+        for entry in entries:
+            if entry.kind == "dir" or not _needed(entry.path, python_version, triplet):
+                continue
+            target = root / entry.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if entry.kind == "symlink":
+                if not target.is_symlink():
+                    target.symlink_to(entry.target)
+            else:
+                target.write_bytes(entry.data)
+                target.chmod(0o755 if entry.mode & 0o111 else 0o644)
+                files[entry.path] = hashlib.sha256(entry.data).hexdigest()
+    (root / _FILES).write_text(json.dumps(files, sort_keys=True), encoding="utf-8")
+
+
 def materialize(
     python_version: str, arch: str, contents: Callable[[], Iterable[Iterable[Entry]]], folder: Path, name: str
 ) -> Compiler:
     """The compiler that runs the packages' interpreter, written once under `folder`.
 
     `contents` gives the packages' files; it is called only when they are not written yet.
-
     The tree is written to a temporary directory and renamed into place, so a build that
-    stops halfway leaves nothing a later build would use.
+    stops halfway leaves nothing a later build would use; every file is checked against its
+    recorded digest before use, and a damaged tree is written again.
     """
     triplet, loader = _LOADERS[arch]
     root = folder / hashlib.sha256(name.encode()).hexdigest()[:32]
+    if root.is_dir() and not _intact(root):
+        shutil.rmtree(root, ignore_errors=True)
     if not root.is_dir():
         folder.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder))
-        for entries in contents():
-            for entry in entries:
-                if entry.kind == "dir" or not _needed(entry.path, python_version, triplet):
-                    continue
-                target = scratch / entry.path
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if entry.kind == "symlink":
-                    if not target.is_symlink():
-                        target.symlink_to(entry.target)
-                else:
-                    target.write_bytes(entry.data)
-                    target.chmod(0o755 if entry.mode & 0o111 else 0o644)
         try:
+            _write(scratch, contents(), python_version, triplet)
             scratch.rename(root)
-        except OSError:  # another build put it there first
+        except OSError:
+            if not root.is_dir():
+                raise
+            # another build put it there first
+        finally:
             shutil.rmtree(scratch, ignore_errors=True)
     return Compiler(
         argv=(

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import platform
 import sys
+from pathlib import Path
 
 import pytest
 
 from omi_build.layers import _interpreter, _pyc
+from omi_build.layers._tar import Entry
 from omi_build.lock import DebPackage
 
 
@@ -78,3 +80,38 @@ def test_bytecode_is_shared_between_calls() -> None:
     first = _pyc.compile_all([("m.py", b"z = 3\n")], compiler, shared)
     broken = _pyc.Compiler(argv=("/nonexistent/python",), env=None, python_version=host, identity="none")
     assert _pyc.compile_all([("m.py", b"z = 3\n")], broken, shared) == first  # nothing left to compile
+
+
+def _python_files() -> list[list[Entry]]:
+    return [
+        [
+            Entry(path="usr/bin/python3.11", mode=0o755, data=b"\x7fELF binary"),
+            Entry(path="usr/lib/python3.11/os.py", data=b"import sys\n"),
+            Entry(path="usr/lib/x86_64-linux-gnu/libc.so.6", mode=0o755, data=b"\x7fELF libc"),
+            Entry(path="usr/lib64/ld-linux-x86-64.so.2", kind="symlink", target="../lib/x86_64-linux-gnu/ld"),
+            Entry(path="usr/share/doc/libc6/copyright", data=b"LGPL"),
+            Entry(path="usr/lib/locale/C.utf8/LC_CTYPE", data=b"locale"),
+        ]
+    ]
+
+
+def test_the_images_python_is_written_once_checked_and_rewritten_when_damaged(tmp_path: Path) -> None:
+    calls = []
+
+    def contents() -> list[list[Entry]]:
+        calls.append(1)
+        return _python_files()
+
+    compiler = _interpreter.materialize("3.11", "amd64", contents, tmp_path, "python3.11 test")
+    home = Path(compiler.env["PYTHONHOME"]) if compiler.env else tmp_path
+    assert compiler.argv[0] == str(home / "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
+    assert (home / "bin/python3.11").stat().st_mode & 0o111
+    assert not (home / "share/doc").exists()  # not needed to run
+    assert not (home / "lib/locale").exists()
+    _interpreter.materialize("3.11", "amd64", contents, tmp_path, "python3.11 test")
+    assert len(calls) == 1  # reused
+    (home / "lib/python3.11/os.py").write_bytes(b"damaged")
+    _interpreter.materialize("3.11", "amd64", contents, tmp_path, "python3.11 test")
+    assert len(calls) == 2
+    assert (home / "lib/python3.11/os.py").read_bytes() == b"import sys\n"
+    assert [p.name for p in tmp_path.iterdir()] == [home.parent.name]  # no temporary left
