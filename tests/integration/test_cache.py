@@ -1,0 +1,114 @@
+"""The cache under pressure: two builds at once, and a build killed halfway."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from omi_build.api import BuiltImage
+from omi_build.layers import _unpack
+
+from .conftest import copy_example
+
+pytestmark = pytest.mark.integration
+TOOL = [sys.executable, "-m", "omi_build"]
+
+
+def _build_command(example: Path, output: Path) -> list[str]:
+    return [
+        *TOOL,
+        "--format",
+        "json",
+        "build",
+        str(example),
+        "--platform",
+        "linux/amd64",
+        "--output",
+        str(output),
+    ]
+
+
+def _environment(cache: Path) -> dict[str, str]:
+    environment = {**os.environ, "OMI_BUILD_CACHE": str(cache)}
+    environment.pop("SOURCE_DATE_EPOCH", None)
+    return environment
+
+
+def _assert_consistent(cache: Path) -> None:
+    """Every named entry is whole: blobs match their names, unpacked forms their checksums."""
+    blobs = [p for p in (cache / "blobs" / "sha256").iterdir() if not p.name.startswith(".")]
+    assert blobs
+    for blob in blobs:
+        assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name
+    for stored in (cache / "unpacked").glob("[!.]*"):
+        _unpack.decode(stored.read_bytes())  # raises if cut short or damaged
+    for record in (cache / "layers").glob("[!.]*.json"):
+        digest = json.loads(record.read_text())["digest"].removeprefix("sha256:")
+        assert (cache / "blobs" / "sha256" / digest).is_file()
+
+
+def test_two_builds_at_once_share_one_cache(
+    iris_build: tuple[Path, list[BuiltImage]], tmp_path: Path
+) -> None:
+    _, images = iris_build
+    amd64 = next(i for i in images if i.platform == "linux/amd64")
+    example = copy_example(tmp_path)
+    cache = tmp_path / "cache"
+    builds = [
+        subprocess.Popen(
+            _build_command(example, tmp_path / f"out{n}"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_environment(cache),
+        )
+        for n in range(2)
+    ]
+    outcomes = [build.communicate(timeout=300) for build in builds]
+    for build, (_, stderr) in zip(builds, outcomes, strict=True):
+        assert build.returncode == 0, stderr
+    digests = [json.loads(stdout)[0]["digest"] for stdout, _ in outcomes]
+    assert digests == [amd64.digest, amd64.digest]
+    _assert_consistent(cache)
+
+
+def test_a_build_killed_halfway_leaves_the_cache_usable(
+    iris_build: tuple[Path, list[BuiltImage]], tmp_path: Path
+) -> None:
+    _, images = iris_build
+    amd64 = next(i for i in images if i.platform == "linux/amd64")
+    example = copy_example(tmp_path)
+    cache = tmp_path / "cache"
+    build = subprocess.Popen(
+        _build_command(example, tmp_path / "out"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=_environment(cache),
+    )
+    deadline = time.monotonic() + 120
+    # Killed once it is unpacking: downloads, unpacked forms and compilation all under way.
+    while time.monotonic() < deadline and len(list((cache / "unpacked").glob("[!.]*"))) < 3:
+        time.sleep(0.05)
+    assert build.poll() is None, "the build ended before it could be killed"
+    build.send_signal(signal.SIGKILL)
+    build.wait(timeout=30)
+    _assert_consistent(cache)
+    again = subprocess.run(
+        _build_command(example, tmp_path / "out"),
+        capture_output=True,
+        text=True,
+        env=_environment(cache),
+        timeout=300,
+        check=False,
+    )
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)[0]["digest"] == amd64.digest
+    _assert_consistent(cache)
