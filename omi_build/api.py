@@ -194,6 +194,7 @@ def build(
 
     progress = progress or Silent()
     store = fetch.Store(settings.cache_dir())
+    store.sweep()
     selections = workspace.resolve(list(arguments), cwd, cache=settings.cache_dir())
     chosen = [(s, t) for s in selections for t in s.targets if target in (None, t)]
     if not chosen:

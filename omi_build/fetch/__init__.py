@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -30,6 +31,7 @@ from omi_build.settings import ssl_context
 _CHUNK = 1 << 20
 _ATTEMPTS = 3
 _TIMEOUT_S = 60
+_ABANDONED_AFTER_S = 24 * 3600
 
 
 def _hex(digest: str) -> str:
@@ -52,6 +54,22 @@ class Store:
         self.blobs = root / "blobs" / "sha256"
         # Blobs this process wrote or re-hashed: hashing them again would find nothing new.
         self._checked: set[str] = set()
+
+    def sweep(
+        self, folders: tuple[str, ...] = ("blobs/sha256", "unpacked", "interpreters", "layers", "manifests")
+    ) -> None:
+        """Remove what killed builds left half-written: temporary files (names starting with a
+        dot) older than a day, so that none a running build still writes is touched."""
+        cutoff = time.time() - _ABANDONED_AFTER_S
+        for folder in folders:
+            with contextlib.suppress(FileNotFoundError):
+                for leftover in (self.root / folder).glob(".*"):
+                    with contextlib.suppress(FileNotFoundError):
+                        if leftover.lstat().st_mtime < cutoff:
+                            if leftover.is_dir() and not leftover.is_symlink():
+                                shutil.rmtree(leftover, ignore_errors=True)
+                            else:
+                                leftover.unlink()
 
     def path_for(self, digest: str) -> Path:
         return self.blobs / _hex(digest)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -64,3 +66,22 @@ def test_interrupted_write_leaves_no_entry(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         interrupted()
     assert list(store.blobs.iterdir()) == []
+
+
+def test_sweep_removes_only_old_leftovers_of_killed_builds(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    kept = store.put_bytes(b"entry")
+    old_file = store.blobs / ".tmp-abandoned"
+    old_file.write_bytes(b"half")
+    fresh_file = store.blobs / ".tmp-being-written"
+    fresh_file.write_bytes(b"half")
+    old_dir = tmp_path / "interpreters" / ".tmp-abandoned"
+    (old_dir / "usr").mkdir(parents=True)
+    long_ago = time.time() - 3 * 24 * 3600
+    for path in (old_file, old_dir):
+        os.utime(path, (long_ago, long_ago))
+    store.sweep()
+    assert kept.exists()
+    assert fresh_file.exists()  # another build may be writing it
+    assert not old_file.exists()
+    assert not old_dir.exists()
