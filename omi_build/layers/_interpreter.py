@@ -59,12 +59,18 @@ def image_packages(python_version: str, debs_by_arch: dict[str, Iterable[DebPack
 
 
 def identity(python_version: str, packages: list[DebPackage]) -> str | None:
-    """What the bytecode depends on, known before anything is downloaded."""
+    """What the bytecode depends on, known before anything is downloaded: a cache key."""
     if packages:
-        pinned = ", ".join(f"{p.name} {p.version} {p.sha256[:12]}" for p in packages)
-        return f"the image's python{python_version} ({packages[0].architecture}: {pinned})"
+        pinned = ", ".join(f"{p.name}={p.sha256}" for p in packages)
+        return f"image python{python_version} {packages[0].architecture}: {pinned}"
     fallback = host_compiler(python_version)
     return fallback.identity if fallback else None
+
+
+def describe(python_version: str, packages: list[DebPackage]) -> str:
+    """The image's interpreter in a few words, for messages."""
+    binary = packages[0]
+    return f"the image's python{python_version} ({binary.name} {binary.version}, {binary.architecture})"
 
 
 def _needed(path: str, python_version: str, triplet: str) -> bool:
@@ -106,8 +112,13 @@ def _write(root: Path, contents: Iterable[Iterable[Entry]], python_version: str,
     (root / _FILES).write_text(json.dumps(files, sort_keys=True), encoding="utf-8")
 
 
-def materialize(
-    python_version: str, arch: str, contents: Callable[[], Iterable[Iterable[Entry]]], folder: Path, name: str
+def materialize(  # noqa: PLR0917 - what to run, where its files come from, where they go
+    python_version: str,
+    arch: str,
+    contents: Callable[[], Iterable[Iterable[Entry]]],
+    folder: Path,
+    key: str,
+    name: str,
 ) -> Compiler:
     """The compiler that runs the packages' interpreter, written once under `folder`.
 
@@ -117,7 +128,7 @@ def materialize(
     recorded digest before use, and a damaged tree is written again.
     """
     triplet, loader = _LOADERS[arch]
-    root = folder / hashlib.sha256(name.encode()).hexdigest()[:32]
+    root = folder / hashlib.sha256(key.encode()).hexdigest()[:32]
     if root.is_dir() and not _intact(root):
         shutil.rmtree(root, ignore_errors=True)
     if not root.is_dir():
@@ -149,4 +160,4 @@ def materialize(
     )
 
 
-__all__ = ["host_arch", "identity", "image_packages", "materialize", "packages_for"]
+__all__ = ["describe", "host_arch", "identity", "image_packages", "materialize", "packages_for"]

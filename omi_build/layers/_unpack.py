@@ -220,6 +220,7 @@ class Unpacker:
             Archive(kind="deb", sha256=p.sha256, what=f"{p.name} {p.version}", size=p.size)
             for p in interpreter
         ]
+        self._interpreter_packages = tuple(interpreter)
         self._interpreter_arch = interpreter[0].architecture if interpreter else ""
         self._fetch_interpreter = fetch_interpreter
         self._compiler: _pyc.Compiler | None = None
@@ -298,9 +299,12 @@ class Unpacker:
                 self._fetch_interpreter(self.arrived)  # not a platform this build downloads
             return (self._entries_of(archive).entries for archive in self._interpreter)
 
-        name = self.bytecode or "the image's interpreter"
+        key = self.bytecode or ""
+        name = _interpreter.describe(self.python_version, list(self._interpreter_packages))
         folder = self.store.root / "interpreters"
-        return _interpreter.materialize(self.python_version, self._interpreter_arch, contents, folder, name)
+        return _interpreter.materialize(
+            self.python_version, self._interpreter_arch, contents, folder, key, name
+        )
 
     def _event(self, digest: str) -> threading.Event:
         with self._mutex:

@@ -52,7 +52,8 @@ def test_no_image_interpreter_when_its_platform_or_a_package_is_missing(
 
 def test_the_identity_names_the_pinned_interpreter_or_the_host() -> None:
     packages = _debs("amd64")[:5]
-    assert "python3.11-minimal 1" in (_interpreter.identity("3.11", packages) or "")
+    assert f"python3.11-minimal={packages[0].sha256}" in (_interpreter.identity("3.11", packages) or "")
+    assert _interpreter.describe("3.11", packages) == "the image's python3.11 (python3.11-minimal 1, amd64)"
     host = f"{sys.version_info.major}.{sys.version_info.minor}"
     assert _interpreter.identity(host, []) == f"host {sys.version}"
     assert _interpreter.identity("3.99", []) is None  # no bytecode at all
@@ -102,16 +103,16 @@ def test_the_images_python_is_written_once_checked_and_rewritten_when_damaged(tm
         calls.append(1)
         return _python_files()
 
-    compiler = _interpreter.materialize("3.11", "amd64", contents, tmp_path, "python3.11 test")
+    compiler = _interpreter.materialize("3.11", "amd64", contents, tmp_path, "key", "python3.11 test")
     home = Path(compiler.env["PYTHONHOME"]) if compiler.env else tmp_path
     assert compiler.argv[0] == str(home / "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
     assert (home / "bin/python3.11").stat().st_mode & 0o111
     assert not (home / "share/doc").exists()  # not needed to run
     assert not (home / "lib/locale").exists()
-    _interpreter.materialize("3.11", "amd64", contents, tmp_path, "python3.11 test")
+    _interpreter.materialize("3.11", "amd64", contents, tmp_path, "key", "python3.11 test")
     assert len(calls) == 1  # reused
     (home / "lib/python3.11/os.py").write_bytes(b"damaged")
-    _interpreter.materialize("3.11", "amd64", contents, tmp_path, "python3.11 test")
+    _interpreter.materialize("3.11", "amd64", contents, tmp_path, "key", "python3.11 test")
     assert len(calls) == 2
     assert (home / "lib/python3.11/os.py").read_bytes() == b"import sys\n"
     assert [p.name for p in tmp_path.iterdir()] == [home.parent.name]  # no temporary left
