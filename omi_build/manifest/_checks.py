@@ -6,17 +6,16 @@ the author sees every problem at once.
 
 from __future__ import annotations
 
-import ast
 import difflib
 import re
 from collections.abc import Iterable, Iterator
 from functools import cache
 from pathlib import Path as FsPath
-from pathlib import PurePosixPath
 from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 
+from ._entrypoint import check_entrypoint, relative_problem
 from ._report import Reporter, suggest
 from ._yaml import Path
 
@@ -33,58 +32,13 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _relative_problem(text: str) -> str | None:
-    pure = PurePosixPath(text)
-    if pure.is_absolute() or text.startswith("~"):
-        return "must be relative to the directory of omi.yaml"
-    if ".." in pure.parts:
-        return "must stay inside the directory of omi.yaml (no '..')"
-    return None
-
-
-def _check_entrypoint(model: dict[str, Any], base: FsPath, report: Reporter) -> str | None:
-    entry = model.get("entrypoint")
-    if not isinstance(entry, str) or ":" not in entry or not entry.split(":")[0].endswith(".py"):
-        return None
-    file_name, class_name = entry.rsplit(":", 1)
-    path: Path = ("model", "entrypoint")
-    problem = _relative_problem(file_name)
-    if problem:
-        report.add(path, f"'{file_name}' {problem}")
-        return None
-    source_file = base / file_name
-    if not source_file.is_file():
-        report.add(path, f"'{file_name}' does not exist next to omi.yaml; create it or fix the path")
-        return None
-    try:
-        tree = ast.parse(source_file.read_bytes(), filename=file_name)
-    except (SyntaxError, ValueError) as exc:
-        line = getattr(exc, "lineno", None) or 0
-        report.add(path, f"'{file_name}' is not valid Python (line {line}): {exc.args[0]}")
-        return file_name
-    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
-    found = classes.get(class_name)
-    if found is None:
-        did_you_mean = suggest(class_name, classes)
-        report.add(path, f"'{file_name}' defines no class '{class_name}'{did_you_mean}")
-        return file_name
-    methods = {node.name for node in found.body if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)}
-    if not found.bases and "predict" not in methods:
-        report.add(
-            path,
-            f"class '{class_name}' has no predict method; add 'def predict(self, inputs)' "
-            "that answers a batch",
-        )
-    return file_name
-
-
 def _check_files(model: dict[str, Any], base: FsPath, entry_file: str | None, report: Reporter) -> None:
     covered = False
     for index, pattern in enumerate(_list(model.get("files"))):
         if not isinstance(pattern, str) or not pattern:
             continue
         path: Path = ("model", "files", index)
-        problem = _relative_problem(pattern)
+        problem = relative_problem(pattern)
         if problem:
             report.add(path, f"'{pattern}' {problem}")
             continue
@@ -200,7 +154,7 @@ def _check_examples(
 
 def _check_model(data: dict[str, Any], base: FsPath, report: Reporter) -> None:
     model = _dict(data.get("model"))
-    entry_file = _check_entrypoint(model, base, report)
+    entry_file = check_entrypoint(model, base, report)
     _check_files(model, base, entry_file, report)
     inputs = _unique_names("inputs", _list(model.get("inputs")), report)
     outputs = _unique_names("outputs", _list(model.get("outputs")), report)
@@ -268,7 +222,7 @@ def _check_python(data: dict[str, Any], base: FsPath, report: Reporter) -> None:
     _check_requirements(("python", "requirements"), _list(python.get("requirements")), report)
     req_file = python.get("requirements_file")
     if isinstance(req_file, str) and req_file:
-        problem = _relative_problem(req_file)
+        problem = relative_problem(req_file)
         if problem:
             report.add(("python", "requirements_file"), f"'{req_file}' {problem}")
         elif not (base / req_file).is_file():
@@ -343,7 +297,7 @@ def _check_signing(data: dict[str, Any], base: FsPath, report: Reporter) -> None
     key = _dict(_dict(data.get("security")).get("signing")).get("public_key")
     if isinstance(key, str) and key:
         path: Path = ("security", "signing", "public_key")
-        problem = _relative_problem(key)
+        problem = relative_problem(key)
         if problem:
             report.add(path, f"'{key}' {problem}")
         elif not (base / key).is_file():

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omi_build.errors import Issue
 
-from ._yaml import Document, Path
+if TYPE_CHECKING:  # annotations only: PyYAML is not loaded for a cached manifest
+    from ._yaml import Document, Path
 
 
 def field_name(path: Iterable[str | int]) -> str:

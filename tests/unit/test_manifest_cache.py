@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from omi_build import manifest as manifest_package
 from omi_build.errors import ManifestError
 from omi_build.manifest import load_cached
 from tests.conftest import EXAMPLES
@@ -42,3 +43,20 @@ def test_a_deleted_file_is_noticed(iris: Path, tmp_path: Path) -> None:
     with pytest.raises(ManifestError) as exc:
         load_cached(iris, cache)
     assert "matches no file" in str(exc.value.issues[0])
+
+
+def test_a_valid_code_change_reruns_only_the_checks_that_read_files(
+    iris: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    first = load_cached(iris, cache)
+
+    def full_validation(*_: object) -> None:
+        msg = "the schema and every check ran again"
+        raise AssertionError(msg)
+
+    monkeypatch.setattr(manifest_package, "_load", full_validation)
+    with (iris / "model.py").open("a") as source:
+        source.write("\n# a comment: still the same class with predict\n")
+    assert load_cached(iris, cache) == first
+    assert load_cached(iris, cache) == first  # the entry now records the new model.py
