@@ -7,6 +7,7 @@ with a cache of its own:
                  for compiling) kept, no layer
   archives only  only the downloaded archives kept: every archive unpacked and compiled again
   model edit     after changing only model.npz
+  code edit      after changing model.py (its layer is compiled again)
   no-op          nothing changed (median of 5)
 """
 
@@ -72,8 +73,11 @@ def _measure(platform: str | None) -> tuple[list[float], list[dict[str, object]]
         model = example / "model.npz"
         model.write_bytes(model.read_bytes() + b"\0")
         edit, _ = _build(example, cache, root / "out", platform)
+        with (example / "model.py").open("a") as code:
+            code.write("\n# an edit\n")
+        code_edit, _ = _build(example, cache, root / "out", platform)
         noop = statistics.median(_build(example, cache, root / "out", platform)[0] for _ in range(5))
-    return [cold, warm, archives, edit, noop], images
+    return [cold, warm, archives, edit, code_edit, noop], images
 
 
 def main() -> None:
@@ -88,6 +92,7 @@ def main() -> None:
         "warm download cache",
         "downloaded archives only",
         "after a model-file change",
+        "after a model.py change",
         "no-op (median of 5)",
     )
     for name, first, second in zip(steps, both, amd64, strict=True):
