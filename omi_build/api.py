@@ -21,6 +21,7 @@ from omi_build.manifest import Manifest, load
 from omi_build.progress import Progress, Silent
 
 if TYPE_CHECKING:  # imported for annotations only: each costs start-up time in the CLI
+    from omi_build.cache import Usage
     from omi_build.conformance import Outcome
     from omi_build.fetch import Store
     from omi_build.image import PlatformImage
@@ -189,13 +190,33 @@ def build(
     progress: Progress | None = None,
 ) -> list[BuiltImage]:
     """Build OCI image layouts (one per target, one image per platform) for the selection."""
-    from omi_build import codegen, fetch, image, layers, settings  # noqa: PLC0415
+    from omi_build import fetch, settings  # noqa: PLC0415
+
+    store = fetch.Store(settings.cache_dir())
+    with store.in_use():  # `omi-build cache clean` waits for no build
+        store.sweep()
+        return _build(
+            store, list(arguments), target=target, platform=platform, output=output, locked=locked,
+            docker_archive=docker_archive, cwd=cwd, progress=progress or Silent(),
+        )  # fmt: skip
+
+
+def _build(
+    store: Store,
+    arguments: list[str],
+    *,
+    target: str | None,
+    platform: str | None,
+    output: Path | None,
+    locked: bool,
+    docker_archive: Path | None,
+    cwd: Path | None,
+    progress: Progress,
+) -> list[BuiltImage]:
+    from omi_build import codegen, image, layers, settings  # noqa: PLC0415
     from omi_build import lock as locking  # noqa: PLC0415
 
-    progress = progress or Silent()
-    store = fetch.Store(settings.cache_dir())
-    store.sweep()
-    selections = workspace.resolve(list(arguments), cwd, cache=settings.cache_dir())
+    selections = workspace.resolve(arguments, cwd, cache=settings.cache_dir())
     chosen = [(s, t) for s in selections for t in s.targets if target in (None, t)]
     if not chosen:
         msg = f"no target '{target}' in the selection"
@@ -322,3 +343,19 @@ def run_examples(
     with running.start(layout, port=port, output=log) as server:
         running.wait_serving(server)
         return conformance.run_examples(port, config)
+
+
+def cache_usage() -> tuple[Path, list[Usage]]:
+    """The cache folder and what it holds."""
+    from omi_build import cache, fetch, settings  # noqa: PLC0415
+
+    store = fetch.Store(settings.cache_dir())
+    return store.root, cache.usage(store)
+
+
+def clean_cache(*, keep_downloads: bool = False) -> tuple[Path, int]:
+    """Empty the cache (or keep the downloads); the folder and the bytes freed."""
+    from omi_build import cache, fetch, settings  # noqa: PLC0415
+
+    store = fetch.Store(settings.cache_dir())
+    return store.root, cache.clean(store, keep_downloads=keep_downloads)

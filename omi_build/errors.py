@@ -54,6 +54,10 @@ class FetchError(OmiError):
     """A download failed or did not match its recorded digest."""
 
 
+class CacheError(OmiError):
+    """The cache cannot be cleaned now (a build is using it)."""
+
+
 class BuildError(OmiError):
     """An image could not be assembled."""
 

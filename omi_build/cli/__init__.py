@@ -37,6 +37,8 @@ environment:
   OMI_DEBIAN_SNAPSHOT_URL  a snapshot mirror URL with {snapshot}, for build.base.snapshot
 """
 
+_READS_ENVIRONMENT = frozenset({"lock", "build", "run", "test", "cache"})
+
 LABEL_HELP = "a directory, an omi.yaml, or a label: //pkg:target, //pkg, //pkg/..., //..., :target"
 
 
@@ -177,6 +179,30 @@ def _cmd_build(args: argparse.Namespace, io: _Streams) -> int:
     return 0
 
 
+def _cmd_cache(args: argparse.Namespace, io: _Streams) -> int:
+    if args.action == "clean":
+        root, freed = api.clean_cache(keep_downloads=args.keep_downloads)
+        if args.format == "json":
+            io.out.write(json.dumps({"path": str(root), "freed_bytes": freed}, indent=2) + "\n")
+        else:
+            kept = " (downloads kept)" if args.keep_downloads else ""
+            io.out.write(f"{root}: {freed / 1e6:.1f} MB freed{kept}\n")
+        return 0
+    root, rows = api.cache_usage()
+    total = sum(row.size for row in rows)
+    if args.format == "json":
+        folders = [{"folder": r.folder, "what": r.what, "files": r.files, "bytes": r.size} for r in rows]
+        io.out.write(
+            json.dumps({"path": str(root), "folders": folders, "total_bytes": total}, indent=2) + "\n"
+        )
+        return 0
+    io.out.write(f"{root}\n")
+    for row in rows:
+        io.out.write(f"  {row.folder:<14} {row.size / 1e6:9.1f} MB {row.files:7d} files  {row.what}\n")
+    io.out.write(f"  {'total':<14} {total / 1e6:9.1f} MB\n")
+    return 0
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
@@ -265,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
             help=help_text,
             description=help_text,
             parents=[common],
-            epilog=(ENVIRONMENT + "\n" if name in {"lock", "build", "run", "test"} else "") + EXIT_CODES,
+            epilog=(ENVIRONMENT + "\n" if name in {"lock", "build", "run", "test", "cache"} else "")
+            + EXIT_CODES,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         command.set_defaults(handler=handler)
@@ -347,6 +374,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="a label or package path (built first) or an OCI layout",
     )
     test.add_argument("--port", type=int, help="port on 127.0.0.1 (default: a free one)")
+    cache = add(
+        "cache",
+        _cmd_cache,
+        "show what the cache of downloads, unpacked packages and layers holds, or clean it "
+        "(clean refuses while a build is using the cache)",
+    )
+    cache.add_argument("action", nargs="?", choices=["info", "clean"], default="info", help="default: info")
+    cache.add_argument(
+        "--keep-downloads",
+        action="store_true",
+        help="with clean: keep the downloaded packages, remove what was built from them",
+    )
     query = add("query", _cmd_query, "list the targets that labels select, one label a line")
     query.add_argument("labels", nargs="*", metavar="LABEL", help=f"{LABEL_HELP} (default: //...)")
     return parser

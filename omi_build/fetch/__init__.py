@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, Self
 
-from omi_build.errors import FetchError
+from omi_build.errors import CacheError, FetchError
 from omi_build.progress import Progress, Silent
 from omi_build.settings import ssl_context
 
@@ -89,6 +89,33 @@ class Store:
             raise FetchError(msg, hint="it was removed; run the command again to download it anew")
         self._checked.add(actual)
         return path
+
+    @contextlib.contextmanager
+    def in_use(self) -> Iterator[None]:
+        """Held (shared) by every build while it runs, so the cache is not cleaned under it."""
+        with self._whole(fcntl.LOCK_SH):
+            yield
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """The cache to oneself, to clean it; CacheError at once while a build uses it."""
+        try:
+            with self._whole(fcntl.LOCK_EX | fcntl.LOCK_NB):
+                yield
+        except BlockingIOError as exc:
+            msg = f"a build is using the cache at {self.root}"
+            raise CacheError(msg, hint="run the command again when the build has ended") from exc
+
+    @contextlib.contextmanager
+    def _whole(self, mode: int) -> Iterator[None]:
+        locks = self.root / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        with (locks / "cache.lock").open("a") as handle:
+            fcntl.flock(handle, mode)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:

@@ -112,3 +112,30 @@ def test_a_build_killed_halfway_leaves_the_cache_usable(
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)[0]["digest"] == amd64.digest
     _assert_consistent(cache)
+
+
+def test_cleaning_the_cache_waits_for_no_build(tmp_path: Path) -> None:
+    example = copy_example(tmp_path)
+    cache = tmp_path / "cache"
+    build = subprocess.Popen(
+        _build_command(example, tmp_path / "out"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_environment(cache),
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list((cache / "unpacked").glob("[!.]*")):
+        time.sleep(0.05)
+    clean = subprocess.run(
+        [*TOOL, "cache", "clean"], capture_output=True, text=True, env=_environment(cache), check=False
+    )
+    _, stderr = build.communicate(timeout=300)
+    assert build.returncode == 0, stderr  # the build was not disturbed
+    assert clean.returncode == 1
+    assert "a build is using the cache" in clean.stderr
+    after = subprocess.run(
+        [*TOOL, "cache", "clean"], capture_output=True, text=True, env=_environment(cache), check=False
+    )
+    assert after.returncode == 0, after.stderr
+    assert [p.name for p in cache.iterdir()] == ["locks"]

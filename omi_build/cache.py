@@ -1,0 +1,97 @@
+"""The cache folder as a whole: what it holds, and cleaning it (`omi-build cache`).
+
+Builds hold a shared lock on the cache while they run; cleaning takes it exclusively and
+refuses while a build runs, so no build loses a file it is about to read.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from omi_build.fetch import Store
+
+# folder -> what it holds; everything but the downloads is derived from them, rebuilt on demand
+_DERIVED = {
+    "unpacked": "each download unpacked, with its bytecode",
+    "interpreters": "the image's Python, run to compile bytecode",
+    "layers": "which layer blob each set of inputs built",
+    "manifests": "validated manifests",
+}
+_KEPT = {"blobs", "locks"}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Usage:
+    folder: str
+    what: str
+    files: int
+    size: int
+
+
+def _layer_blobs(store: Store) -> set[str]:
+    """The blobs that built layers (the others in the store are downloads)."""
+    digests = set()
+    for record in (store.root / "layers").glob("[!.]*.json"):
+        try:
+            digests.add(str(json.loads(record.read_text(encoding="utf-8"))["digest"]).removeprefix("sha256:"))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return digests
+
+
+def _children(folder: Path) -> list[Path]:
+    return sorted(folder.iterdir()) if folder.is_dir() else []
+
+
+def _measure(paths: list[Path]) -> tuple[int, int]:
+    files = size = 0
+    for path in paths:
+        for item in [path] if path.is_file() else path.rglob("*"):
+            if item.is_file() and not item.is_symlink():
+                files += 1
+                size += item.stat().st_size
+    return files, size
+
+
+def usage(store: Store) -> list[Usage]:
+    """What the cache holds, folder by folder; the store's blobs split into downloads and layers."""
+    layers = _layer_blobs(store)
+    blobs = list(store.blobs.glob("[!.]*")) if store.blobs.is_dir() else []
+    rows = [
+        Usage(folder="blobs/sha256", what="downloaded .debs and wheels", files=n, size=s)
+        for n, s in [_measure([b for b in blobs if b.name not in layers])]
+    ]
+    rows += [
+        Usage(folder="blobs/sha256", what="built layers", files=n, size=s)
+        for n, s in [_measure([b for b in blobs if b.name in layers])]
+    ]
+    others = sorted(p.name for p in _children(store.root) if p.is_dir() and p.name not in _KEPT)
+    for folder in dict.fromkeys([*_DERIVED, *others]):
+        files, size = _measure([store.root / folder]) if (store.root / folder).is_dir() else (0, 0)
+        what = _DERIVED.get(folder, "left by another omi-build version")
+        rows.append(Usage(folder=folder, what=what, files=files, size=size))
+    return rows
+
+
+def clean(store: Store, *, keep_downloads: bool) -> int:
+    """Remove the cache's contents (or all but the downloads); the bytes freed.
+
+    Raises CacheError while a build is using the cache.
+    """
+    with store.exclusive():
+        before = sum(row.size for row in usage(store))
+        if keep_downloads:
+            for digest in _layer_blobs(store):
+                store.path_for(digest).unlink(missing_ok=True)
+            for leftover in store.blobs.glob(".*") if store.blobs.is_dir() else []:
+                leftover.unlink(missing_ok=True)  # temporary files of killed builds
+        kept = _KEPT if keep_downloads else {"locks"}
+        for path in [item for item in _children(store.root) if item.name not in kept]:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        return before - sum(row.size for row in usage(store))
