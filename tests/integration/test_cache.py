@@ -55,28 +55,39 @@ def _assert_consistent(cache: Path) -> None:
         assert (cache / "blobs" / "sha256" / digest).is_file()
 
 
+def _start_build(example: Path, output: Path, cache: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        _build_command(example, output),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_environment(cache),
+    )
+
+
+def _wait_until_unpacking(cache: Path, entries: int) -> None:
+    """Until `entries` archives are unpacked: downloads, unpacking and compiling under way."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list((cache / "unpacked").glob("[!.]*"))) < entries:
+        time.sleep(0.05)
+
+
+def _amd64(images: list[BuiltImage]) -> str:
+    return next(i.digest for i in images if i.platform == "linux/amd64")
+
+
 def test_two_builds_at_once_share_one_cache(
     iris_build: tuple[Path, list[BuiltImage]], tmp_path: Path
 ) -> None:
     _, images = iris_build
-    amd64 = next(i for i in images if i.platform == "linux/amd64")
     example = copy_example(tmp_path)
     cache = tmp_path / "cache"
-    builds = [
-        subprocess.Popen(
-            _build_command(example, tmp_path / f"out{n}"),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=_environment(cache),
-        )
-        for n in range(2)
-    ]
+    builds = [_start_build(example, tmp_path / f"out{n}", cache) for n in range(2)]
     outcomes = [build.communicate(timeout=300) for build in builds]
     for build, (_, stderr) in zip(builds, outcomes, strict=True):
         assert build.returncode == 0, stderr
     digests = [json.loads(stdout)[0]["digest"] for stdout, _ in outcomes]
-    assert digests == [amd64.digest, amd64.digest]
+    assert digests == [_amd64(images), _amd64(images)]
     _assert_consistent(cache)
 
 
@@ -84,22 +95,13 @@ def test_a_build_killed_halfway_leaves_the_cache_usable(
     iris_build: tuple[Path, list[BuiltImage]], tmp_path: Path
 ) -> None:
     _, images = iris_build
-    amd64 = next(i for i in images if i.platform == "linux/amd64")
     example = copy_example(tmp_path)
     cache = tmp_path / "cache"
-    build = subprocess.Popen(
-        _build_command(example, tmp_path / "out"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=_environment(cache),
-    )
-    deadline = time.monotonic() + 120
-    # Killed once it is unpacking: downloads, unpacked forms and compilation all under way.
-    while time.monotonic() < deadline and len(list((cache / "unpacked").glob("[!.]*"))) < 3:
-        time.sleep(0.05)
+    build = _start_build(example, tmp_path / "out", cache)
+    _wait_until_unpacking(cache, 3)
     assert build.poll() is None, "the build ended before it could be killed"
     build.send_signal(signal.SIGKILL)
-    build.wait(timeout=30)
+    build.communicate(timeout=30)
     _assert_consistent(cache)
     again = subprocess.run(
         _build_command(example, tmp_path / "out"),
@@ -110,23 +112,15 @@ def test_a_build_killed_halfway_leaves_the_cache_usable(
         check=False,
     )
     assert again.returncode == 0, again.stderr
-    assert json.loads(again.stdout)[0]["digest"] == amd64.digest
+    assert json.loads(again.stdout)[0]["digest"] == _amd64(images)
     _assert_consistent(cache)
 
 
 def test_cleaning_the_cache_waits_for_no_build(tmp_path: Path) -> None:
     example = copy_example(tmp_path)
     cache = tmp_path / "cache"
-    build = subprocess.Popen(
-        _build_command(example, tmp_path / "out"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_environment(cache),
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not list((cache / "unpacked").glob("[!.]*")):
-        time.sleep(0.05)
+    build = _start_build(example, tmp_path / "out", cache)
+    _wait_until_unpacking(cache, 1)
     clean = subprocess.run(
         [*TOOL, "cache", "clean"], capture_output=True, text=True, env=_environment(cache), check=False
     )
