@@ -157,17 +157,17 @@ class _PlatformJob:
 def _fetch_packages(  # noqa: PLR0917 - a partial application: fixed arguments, then the callback
     manifest: Manifest,
     target: str,
+    platform: str,
     packages: tuple[DebPackage, ...],
     store: Store,
     progress: Progress,
     arrived: Callable[[str], None],
 ) -> None:
-    """Download Debian packages of the host's platform when this build does not build it."""
-    from omi_build import layers  # noqa: PLC0415
+    """Download Debian packages of a platform this build does not build."""
     from omi_build import lock as locking  # noqa: PLC0415
 
     locking.fetch(
-        manifest, target=target, platform=layers.host_platform() or "", store=store, progress=progress,
+        manifest, target=target, platform=platform, store=store, progress=progress,
         entry=locking.PlatformLock(debian=packages, wheels=()), on_fetched=arrived,
     )  # fmt: skip
 
@@ -241,6 +241,7 @@ def _build(
         digests = layers.model_file_digests(manifest.directory, manifest.model.files)
         config = codegen.render(codegen.serving_config(manifest, digests, model_dir="/" + layers.MODEL_DIR))
         python_version = manifest.python.version
+        host = layers.host_platform() or ""
         interpreter = layers.interpreter_packages(
             python_version, {p: current.platform(target_name, p).debian for p in spec.platforms}
         )
@@ -253,9 +254,9 @@ def _build(
             progress=progress,
             interpreter=interpreter,
             fetch_interpreter=None
-            if layers.host_platform() in platforms
+            if host in platforms
             else functools.partial(
-                _fetch_packages, manifest, target_name, tuple(interpreter), store, progress
+                _fetch_packages, manifest, target_name, host, tuple(interpreter), store, progress
             ),
         ) as builder:
             job = _PlatformJob(

@@ -60,14 +60,13 @@ def usage(store: Store) -> list[Usage]:
     """What the cache holds, folder by folder; the store's blobs split into downloads and layers."""
     layers = _layer_blobs(store)
     blobs = list(store.blobs.glob("[!.]*")) if store.blobs.is_dir() else []
-    rows = [
-        Usage(folder="blobs/sha256", what="downloaded .debs and wheels", files=n, size=s)
-        for n, s in [_measure([b for b in blobs if b.name not in layers])]
-    ]
-    rows += [
-        Usage(folder="blobs/sha256", what="built layers", files=n, size=s)
-        for n, s in [_measure([b for b in blobs if b.name in layers])]
-    ]
+    rows = []
+    for what, chosen in (
+        ("downloaded .debs and wheels", [b for b in blobs if b.name not in layers]),
+        ("built layers", [b for b in blobs if b.name in layers]),
+    ):
+        files, size = _measure(chosen)
+        rows.append(Usage(folder="blobs/sha256", what=what, files=files, size=size))
     others = sorted(p.name for p in _children(store.root) if p.is_dir() and p.name not in _KEPT)
     for folder in dict.fromkeys([*_DERIVED, *others]):
         files, size = _measure([store.root / folder]) if (store.root / folder).is_dir() else (0, 0)

@@ -259,6 +259,12 @@ def _cmd_test(args: argparse.Namespace, io: _Streams) -> int:
 Command = Callable[[argparse.Namespace, _Streams], int]
 
 
+def _image_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "image", metavar="LABEL|LAYOUT", help="a label or package path (built first) or an OCI layout"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -356,11 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run a built image locally (docker or podman where an engine answers, else umoci + runc), "
         "wait until it serves, stream its logs; Ctrl-C drains and stops it",
     )
-    run.add_argument(
-        "image",
-        metavar="LABEL|LAYOUT",
-        help="a label or package path (built first) or an OCI layout",
-    )
+    _image_argument(run)
     run.add_argument("--port", type=int, help="port on 127.0.0.1 (default: the manifest's serving.port)")
     test = add(
         "test",
@@ -368,11 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run the image, send every model.examples entry through OMI v1 and OIP v2, compare the "
         "outputs (floats within the example's tolerance), print a table; exit 1 on any mismatch",
     )
-    test.add_argument(
-        "image",
-        metavar="LABEL|LAYOUT",
-        help="a label or package path (built first) or an OCI layout",
-    )
+    _image_argument(test)
     test.add_argument("--port", type=int, help="port on 127.0.0.1 (default: a free one)")
     cache = add(
         "cache",

@@ -146,7 +146,6 @@ class LayerBuilder:
         self.store = store
         self.compression: Compression = compression
         self.epoch = epoch
-        self.python_version = python_version
         self.progress = progress
         self.records = store.root / "layers"
         self.unpacker = Unpacker(
@@ -198,10 +197,7 @@ class LayerBuilder:
         return Layer(name=name, blob=blob)
 
     def _debian_plan(self, debs: list[DebPackage], uid: int) -> tuple[Any, list[Archive]]:
-        archives = [
-            Archive(kind="deb", sha256=p.sha256, what=f"{p.name} {p.version}", size=p.size)
-            for p in sorted(debs, key=lambda p: p.name)
-        ]
+        archives = [Archive.of_deb(p) for p in sorted(debs, key=lambda p: p.name)]
         inputs = {"debs": [a.sha256 for a in archives], "uid": uid, "pyc": self.unpacker.bytecode}
         return inputs, archives
 
@@ -214,7 +210,7 @@ class LayerBuilder:
         plan = []
         for name, group in groups:
             inputs = {"wheels": [w.sha256 for w in group], "pyc": self.unpacker.bytecode}
-            archives = [Archive(kind="wheel", sha256=w.sha256, what=w.filename, size=w.size) for w in group]
+            archives = [Archive.of_wheel(w) for w in group]
             plan.append((name, inputs, archives))
         return plan
 

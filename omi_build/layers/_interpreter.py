@@ -3,11 +3,11 @@
 Bytecode must come from the image's Python version, which the host often lacks (omi-build may
 run on 3.12 while the image is Debian 12's 3.11). Where the host's architecture is one the
 target builds, the locked interpreter packages (python3.X-minimal, libpython3.X-minimal and
-the libraries the binary links) are written to a scratch directory and run there through the
+the libraries the binary links) are written once into the cache and run there through the
 image's own dynamic loader, so neither the host's Python nor its C library is involved: the
 bytecode then depends only on locked packages. Elsewhere the host's interpreter compiles when
-it is the image's minor version (measured byte-identical to the image's for 3.11.2 and
-3.11.7); with neither, the image gets no bytecode.
+it is the image's minor version (its bytes may differ: 3.11.7 and the image's 3.11.2 compile
+one numpy module differently); with neither, the image gets no bytecode.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ import deflate
 
 from omi_build.errors import BuildError
 from omi_build.fetch import Store
-from omi_build.lock import DebPackage
+from omi_build.lock import DebPackage, Wheel
 
 from . import _deb, _interpreter, _pyc
 from ._tar import Entry
@@ -56,6 +56,16 @@ class Archive:
     sha256: str
     what: str
     size: int = 0
+
+    @classmethod
+    def of_deb(cls, package: DebPackage) -> Archive:
+        return cls(
+            kind="deb", sha256=package.sha256, what=f"{package.name} {package.version}", size=package.size
+        )
+
+    @classmethod
+    def of_wheel(cls, wheel: Wheel) -> Archive:
+        return cls(kind="wheel", sha256=wheel.sha256, what=wheel.filename, size=wheel.size)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -216,12 +226,7 @@ class Unpacker:
         self.python_version = python_version
         self.folder = store.root / "unpacked"
         self.bytecode = _interpreter.identity(python_version, list(interpreter))
-        self._interpreter = [
-            Archive(kind="deb", sha256=p.sha256, what=f"{p.name} {p.version}", size=p.size)
-            for p in interpreter
-        ]
-        self._interpreter_packages = tuple(interpreter)
-        self._interpreter_arch = interpreter[0].architecture if interpreter else ""
+        self._interpreter = tuple(interpreter)
         self._fetch_interpreter = fetch_interpreter
         self._compiler: _pyc.Compiler | None = None
         self._compiler_made = False
@@ -293,17 +298,19 @@ class Unpacker:
         if not self._interpreter:
             return _pyc.host_compiler(self.python_version)
 
+        archives = [Archive.of_deb(package) for package in self._interpreter]
+
         def contents() -> Iterator[tuple[Entry, ...]]:
-            missing = [a for a in self._interpreter if not self.store.has(a.sha256)]
+            missing = [a for a in archives if not self.store.has(a.sha256)]
             if missing and self._fetch_interpreter is not None:
                 self._fetch_interpreter(self.arrived)  # not a platform this build downloads
-            return (self._entries_of(archive).entries for archive in self._interpreter)
+            return (self._entries_of(archive).entries for archive in archives)
 
-        key = self.bytecode or ""
-        name = _interpreter.describe(self.python_version, list(self._interpreter_packages))
+        arch = self._interpreter[0].architecture
+        name = _interpreter.describe(self.python_version, list(self._interpreter))
         folder = self.store.root / "interpreters"
         return _interpreter.materialize(
-            self.python_version, self._interpreter_arch, contents, folder, key, name
+            self.python_version, arch, contents, folder, self.bytecode or "", name
         )
 
     def _event(self, digest: str) -> threading.Event:

@@ -27,6 +27,15 @@ def _index(images: list[BuiltImage]) -> str:
     return digest
 
 
+def _skopeo_digest(layout: Path) -> str:
+    """The amd64 image's digest as skopeo reads it from the layout."""
+    inspected = subprocess.run(
+        ["skopeo", "inspect", f"oci:{layout}:1.0.0-amd64"], check=True, capture_output=True, text=True
+    )
+    digest: str = json.loads(inspected.stdout)["Digest"]
+    return digest
+
+
 def test_two_clean_builds_are_byte_identical_and_match_the_golden_digest(
     iris_build: tuple[Path, list[BuiltImage]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -126,13 +135,7 @@ def test_skopeo_and_buildah_read_the_layout(
 ) -> None:
     _, images = iris_build
     layout = images[0].layout
-    inspected = subprocess.run(
-        ["skopeo", "inspect", f"oci:{layout}:1.0.0-amd64"],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    assert json.loads(inspected.stdout)["Digest"] == images[0].digest
+    assert _skopeo_digest(layout) == images[0].digest
     storage = [
         "--root",
         str(tmp_path / "storage"),
@@ -313,10 +316,4 @@ def test_zstd_layers_build_and_read_back(
         "application/vnd.oci.image.layer.v1.tar+zstd"
     }
     assert serving_config(images[0].layout)["model"]["name"] == "iris-classifier"
-    inspected = subprocess.run(
-        ["skopeo", "inspect", f"oci:{images[0].layout}:1.0.0-amd64"],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    assert json.loads(inspected.stdout)["Digest"] == images[0].digest
+    assert _skopeo_digest(images[0].layout) == images[0].digest
