@@ -9,7 +9,7 @@ PYTEST_ARGS := $(if $(TESTS),-k "$(TESTS)",)
 # Debian packages the integration tests and the main job call (daemonless container tools).
 DEBIAN_PACKAGES := buildah skopeo umoci runc gpgv debian-archive-keyring ca-certificates nghttp2-client
 
-.PHONY: generate help deps dev lint fmt test test-integration test-runtime check demo bench update-golden clean
+.PHONY: generate help deps dev lock-dev lint fmt test test-integration test-runtime check demo bench update-golden clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -21,13 +21,20 @@ deps: ## install the Debian packages omi-build drives (needs root; skips what is
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-$(BIN)/.installed: pyproject.toml
+# Every dev and test dependency, the build backend included, comes from requirements/dev.lock,
+# pinned with hashes: CI tests what the lock says, not what PyPI serves that day.
+$(BIN)/.installed: pyproject.toml requirements/dev.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --require-hashes -r requirements/dev.lock
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
-dev: $(BIN)/.installed ## create .venv with omi-build (editable) and the dev tools
+dev: $(BIN)/.installed ## create .venv with omi-build (editable) and the dev tools, from requirements/dev.lock
+
+UV_COMPILE := pip compile -q --universal --python-version 3.11 --generate-hashes
+lock-dev: dev ## refresh requirements/*.lock (pinned, hashed dev and test dependencies) from pyproject.toml
+	$(BIN)/uv $(UV_COMPILE) --upgrade --extra dev pyproject.toml requirements/build.in -o requirements/dev.lock
+	$(BIN)/uv $(UV_COMPILE) --upgrade requirements/runtime-tests.in -o requirements/runtime-tests.lock
 
 fmt: dev ## format the code
 	$(BIN)/ruff format omi_build tests examples bench
@@ -49,7 +56,7 @@ test-integration: deps dev ## tests that build, run and call real images (networ
 
 test-runtime: ## the runtime's tests in a venv holding only its own dependencies (no builder's)
 	$(PYTHON) -m venv .venv-runtime
-	.venv-runtime/bin/python -m pip install -q 'grpcio>=1.85.1' 'protobuf>=7.35.1' numpy pytest
+	.venv-runtime/bin/python -m pip install -q --require-hashes -r requirements/runtime-tests.lock
 	.venv-runtime/bin/python -m pytest -q -p no:cacheprovider tests/runtime
 
 check: deps dev lint test-runtime ## everything CI runs: lint, then every test
