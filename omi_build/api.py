@@ -139,7 +139,14 @@ class _PlatformJob:
                 base = pool.submit(builder.debian, list(entry.debian), uid=uid)
                 packages = pool.submit(builder.wheels, list(entry.wheels))
                 runtime = pool.submit(builder.runtime)
-                model = pool.submit(builder.model, manifest.directory, self.digests, self.config, uid=uid)
+                model = pool.submit(
+                    builder.model,
+                    manifest.directory,
+                    self.digests,
+                    self.config,
+                    uid=uid,
+                    allow_links=manifest.model.allow_links,
+                )
                 stack = [base.result(), *packages.result(), runtime.result(), *model.result()]
         except BaseException:
             builder.unpacker.stop()  # the other platform may wait for this one's downloads
@@ -238,7 +245,9 @@ def _build(
             msg = f"target {target_name} is not built for {platform}"
             raise BuildError(msg, hint=f"its platforms are: {', '.join(spec.platforms)}")
         epoch = settings.source_date_epoch(manifest.build.source_date_epoch)
-        digests = layers.model_file_digests(manifest.directory, manifest.model.files)
+        digests = layers.model_file_digests(
+            manifest.directory, manifest.model.files, allow_links=manifest.model.allow_links
+        )
         config = codegen.render(codegen.serving_config(manifest, digests, model_dir="/" + layers.MODEL_DIR))
         python_version = manifest.python.version
         host = layers.host_platform() or ""

@@ -62,5 +62,9 @@ class BuildError(OmiError):
     """An image could not be assembled."""
 
 
+class PackageFileError(BuildError):
+    """A model file that is a link, a special file or outside the package (see manifest.files)."""
+
+
 class ToolError(OmiError):
     """An external program (buildah, skopeo, umoci, runc, uv, gpgv) failed or is missing."""

@@ -10,6 +10,7 @@ layer format); a hit reuses the compressed blob without reading any input again.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -20,13 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
-from omi_build.errors import BuildError
+from omi_build.errors import BuildError, PackageFileError
 from omi_build.fetch import Store
 from omi_build.lock import DebPackage, Wheel
+from omi_build.manifest import files
 from omi_build.progress import Progress
 
 from . import _deb, _interpreter
-from ._tar import Blob, Compression, Entry, write
+from ._tar import Blob, Compression, Entry, Source, write
 from ._unpack import (
     SITE_PACKAGES,
     UNPACK_FORMAT,
@@ -114,15 +116,24 @@ def runtime_entries() -> list[Entry]:
     return entries
 
 
-def model_file_digests(directory: Path, patterns: Iterable[str]) -> dict[str, str]:
-    """Relative path -> sha256 of every file the manifest's globs select."""
-    found: dict[str, str] = {}
-    for pattern in patterns:
-        for match in sorted(directory.glob(pattern)):
-            if match.is_file():
-                relative = match.relative_to(directory).as_posix()
-                if relative not in found:
-                    found[relative] = "sha256:" + hashlib.sha256(match.read_bytes()).hexdigest()
+def model_file_digests(
+    directory: Path, patterns: Iterable[str], *, allow_links: bool = False
+) -> dict[str, str]:
+    """Relative path -> sha256 of every file the manifest's globs select, hashed in chunks.
+
+    The package is checked again here, not only by `validate`: a link or special file put in
+    after validation (or hidden by the manifest cache) fails the build before anything is read.
+    """
+    selection = files.select(directory, patterns, allow_links=allow_links)
+    if selection.refused:
+        relative, why = next(iter(sorted(selection.refused.items())))
+        more = f" (and {len(selection.refused) - 1} more)" if len(selection.refused) > 1 else ""
+        msg = f"{relative} {why}{more}"
+        raise PackageFileError(msg, hint="nothing was built; run 'omi-build validate' for every problem")
+    found = {
+        relative: files.sha256_inside(directory, relative, allow_links=allow_links)
+        for relative in selection.files
+    }
     return dict(sorted(found.items()))
 
 
@@ -259,29 +270,46 @@ class LayerBuilder:
         config: bytes,
         *,
         uid: int,
+        allow_links: bool = False,
     ) -> list[Layer]:
         code = {path: digest for path, digest in digests.items() if path.endswith(".py")}
-        files = {path: digest for path, digest in digests.items() if not path.endswith(".py")}
+        data_files = {path: digest for path, digest in digests.items() if not path.endswith(".py")}
 
-        def entries_for(selection: dict[str, str]) -> list[Entry]:
+        def code_entries(selection: dict[str, str]) -> list[Entry]:
             entries = []
             for relative, digest in selection.items():
-                data = (directory / relative).read_bytes()
+                data = files.read_inside(directory, relative, allow_links=allow_links)
                 if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
                     msg = f"{relative} changed while the image was being built"
                     raise BuildError(msg, hint="run the build again")
                 entries.append(Entry(path=f"{MODEL_DIR}/{relative}", data=data))
             return entries
 
+        def streamed_entries(selection: dict[str, str]) -> list[Entry]:
+            entries = []
+            for relative, digest in selection.items():
+                with files.open_inside(directory, relative, allow_links=allow_links) as stream:
+                    size = os.fstat(stream.fileno()).st_size
+                source = Source(
+                    name=relative,
+                    size=size,
+                    digest=digest,
+                    open=functools.partial(files.open_inside, directory, relative, allow_links=allow_links),
+                )
+                entries.append(Entry(path=f"{MODEL_DIR}/{relative}", source=source))
+            return entries
+
         layers = [
             self.layer(
                 "model code",
                 {"code": code, "uid": uid, "pyc": self.unpacker.bytecode},
-                lambda: with_bytecode(entries_for(code), (MODEL_DIR,), self.unpacker.compiler),
+                lambda: with_bytecode(code_entries(code), (MODEL_DIR,), self.unpacker.compiler),
             )
         ]
-        if files:
-            layers.append(self.layer("model files", {"files": files}, lambda: entries_for(files)))
+        if data_files:
+            layers.append(
+                self.layer("model files", {"files": data_files}, lambda: streamed_entries(data_files))
+            )
         # Last and tiny: it records every file's digest, so it changes with any of them.
         layers.append(
             self.layer(

@@ -14,9 +14,11 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
+from omi_build.errors import BuildError
 from omi_build.fetch import Store
 
 Kind = Literal["file", "dir", "symlink"]
@@ -28,9 +30,38 @@ MEDIA_TYPES = {
 }
 
 
+_STREAM_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Source:
+    """A file's contents read while the tar is written, in 1 MiB chunks, never whole: a
+    gigabyte of weights costs a megabyte of memory. Checked against `size` and `digest` as it
+    is read; a file that changed since it was hashed fails the build."""
+
+    name: str
+    size: int
+    digest: str  # "sha256:<hex>"
+    open: Callable[[], AbstractContextManager[IO[bytes]]]
+
+    def chunks(self) -> Iterator[bytes]:
+        hasher = hashlib.sha256()
+        read = 0
+        with self.open() as stream:
+            while read < self.size and (chunk := stream.read(min(_STREAM_CHUNK, self.size - read))):
+                hasher.update(chunk)
+                read += len(chunk)
+                yield chunk
+        if read != self.size or "sha256:" + hasher.hexdigest() != self.digest:
+            msg = f"{self.name} changed while the image was being built"
+            raise BuildError(msg, hint="run the build again")
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Entry:
-    """One file system object of a layer; `path` is relative ('usr/bin/python3.11')."""
+    """One file system object of a layer; `path` is relative ('usr/bin/python3.11').
+
+    A file's contents are `data`, or else streamed from `source`."""
 
     path: str
     kind: Kind = "file"
@@ -39,6 +70,13 @@ class Entry:
     target: str = ""
     uid: int = 0
     gid: int = 0
+    source: Source | None = None
+
+    @property
+    def size(self) -> int:
+        if self.kind != "file":
+            return 0
+        return self.source.size if self.source is not None else len(self.data)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -186,7 +224,7 @@ def header(entry: Entry, epoch: int) -> bytes:
     it), at a fraction of the cost: a layer has thousands of entries.
     """
     name = entry.path.strip("/") + ("/" if entry.kind == "dir" else "")
-    size = len(entry.data) if entry.kind == "file" else 0
+    size = entry.size
     if entry.kind == "dir":
         mode = entry.mode & 0o7777
     elif entry.kind == "symlink":
@@ -218,6 +256,14 @@ def _tar_parts(ordered: Iterable[Entry], epoch: int) -> Iterator[bytes]:
     total = 0
     for entry in ordered:
         head = header(entry, epoch)
+        if entry.kind == "file" and entry.source is not None:
+            yield head
+            yield from entry.source.chunks()
+            padding = -entry.source.size % _BLOCK
+            if padding:
+                yield bytes(padding)
+            total += len(head) + entry.source.size + padding
+            continue
         data = entry.data if entry.kind == "file" else b""
         padding = -len(data) % _BLOCK
         if len(data) < _SMALL:

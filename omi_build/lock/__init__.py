@@ -21,7 +21,7 @@ from typing import Any
 
 from omi_build.errors import LockError
 from omi_build.fetch import Store
-from omi_build.manifest import Manifest
+from omi_build.manifest import Manifest, files
 from omi_build.progress import Progress, Silent
 
 from . import _apt, _wheels
@@ -86,7 +86,10 @@ def requirements(manifest: Manifest, target: str) -> list[str]:
     """Everything pip-installable the image of `target` holds."""
     listed = list(manifest.python.requirements)
     if manifest.python.requirements_file:
-        text = (manifest.directory / manifest.python.requirements_file).read_text(encoding="utf-8")
+        raw = files.read_inside(
+            manifest.directory, manifest.python.requirements_file, allow_links=manifest.model.allow_links
+        )
+        text = raw.decode("utf-8", errors="replace")
         listed += [
             line.split("#", 1)[0].strip()
             for line in text.splitlines()

@@ -15,6 +15,7 @@ from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 
+from . import files
 from ._entrypoint import check_entrypoint, relative_problem
 from ._report import Reporter, suggest
 from ._yaml import Path
@@ -32,8 +33,13 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
+def _allow_links(model: dict[str, Any]) -> bool:
+    return model.get("allow_links") is True
+
+
 def _check_files(model: dict[str, Any], base: FsPath, entry_file: str | None, report: Reporter) -> None:
     covered = False
+    allow_links = _allow_links(model)
     for index, pattern in enumerate(_list(model.get("files"))):
         if not isinstance(pattern, str) or not pattern:
             continue
@@ -42,16 +48,35 @@ def _check_files(model: dict[str, Any], base: FsPath, entry_file: str | None, re
         if problem:
             report.add(path, f"'{pattern}' {problem}")
             continue
-        matches = [match for match in base.glob(pattern) if match.is_file()]
-        if not matches:
+        try:
+            selection = files.select(base, [pattern], allow_links=allow_links)
+        except (OSError, ValueError) as exc:
+            report.add(path, f"'{pattern}' cannot be matched: {exc}")
+            continue
+        for refused, why in selection.refused.items():
+            report.add(path, f"'{refused}' (matched by '{pattern}') {why}")
+        if not selection.files and not selection.refused:
             report.add(path, f"'{pattern}' matches no file; check the name or remove the pattern")
-        if entry_file is not None and (base / entry_file) in matches:
+        if entry_file is not None and entry_file in selection.files:
             covered = True
     if entry_file is not None and not covered and _list(model.get("files")):
         report.add(
             ("model", "files"),
             f"the entrypoint file '{entry_file}' is not among the files; add it to model.files",
         )
+
+
+def _check_named_file(path: Path, name: str, base: FsPath, report: Reporter, *, allow_links: bool) -> None:
+    """A file the manifest names by path (requirements file, public key): inside, regular."""
+    problem = relative_problem(name)
+    if problem:
+        report.add(path, f"'{name}' {problem}")
+        return
+    problem = files.problem_with(base, name, allow_links=allow_links)
+    if problem == "does not exist":
+        report.add(path, f"'{name}' does not exist next to omi.yaml")
+    elif problem:
+        report.add(path, f"'{name}' {problem}")
 
 
 def _unique_names(section: str, tensors: list[Any], report: Reporter) -> dict[str, dict[str, Any]]:
@@ -222,11 +247,8 @@ def _check_python(data: dict[str, Any], base: FsPath, report: Reporter) -> None:
     _check_requirements(("python", "requirements"), _list(python.get("requirements")), report)
     req_file = python.get("requirements_file")
     if isinstance(req_file, str) and req_file:
-        problem = relative_problem(req_file)
-        if problem:
-            report.add(("python", "requirements_file"), f"'{req_file}' {problem}")
-        elif not (base / req_file).is_file():
-            report.add(("python", "requirements_file"), f"'{req_file}' does not exist next to omi.yaml")
+        allow_links = _allow_links(_dict(data.get("model")))
+        _check_named_file(("python", "requirements_file"), req_file, base, report, allow_links=allow_links)
     base_section = _dict(_dict(data.get("build")).get("base"))
     version = python.get("version")
     if "image" in base_section or not isinstance(version, str):
@@ -296,12 +318,8 @@ def _check_licenses(data: dict[str, Any], report: Reporter) -> None:
 def _check_signing(data: dict[str, Any], base: FsPath, report: Reporter) -> None:
     key = _dict(_dict(data.get("security")).get("signing")).get("public_key")
     if isinstance(key, str) and key:
-        path: Path = ("security", "signing", "public_key")
-        problem = relative_problem(key)
-        if problem:
-            report.add(path, f"'{key}' {problem}")
-        elif not (base / key).is_file():
-            report.add(path, f"'{key}' does not exist next to omi.yaml")
+        allow_links = _allow_links(_dict(data.get("model")))
+        _check_named_file(("security", "signing", "public_key"), key, base, report, allow_links=allow_links)
 
 
 def check(data: Any, base: FsPath, report: Reporter) -> None:

@@ -11,6 +11,9 @@ from pathlib import Path as FsPath
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
 
+from omi_build.errors import PackageFileError
+
+from . import files
 from ._report import suggest
 
 if TYPE_CHECKING:
@@ -52,12 +55,20 @@ def check_entrypoint(model: dict[str, Any], base: FsPath, report: Sink) -> str |
     if problem:
         report.add(path, f"'{file_name}' {problem}")
         return None
-    source_file = base / file_name
-    if not source_file.is_file():
+    allow_links = model.get("allow_links") is True
+    problem = files.problem_with(base, file_name, allow_links=allow_links)
+    if problem == "does not exist":
         report.add(path, f"'{file_name}' does not exist next to omi.yaml; create it or fix the path")
         return None
+    if problem:
+        report.add(path, f"'{file_name}' {problem}")
+        return None
     try:
-        tree = ast.parse(source_file.read_bytes(), filename=file_name)
+        source = files.read_inside(base, file_name, allow_links=allow_links)
+        tree = ast.parse(source, filename=file_name)
+    except PackageFileError as exc:
+        report.add(path, f"'{file_name}' {exc}")
+        return None
     except (SyntaxError, ValueError) as exc:
         line = getattr(exc, "lineno", None) or 0
         report.add(path, f"'{file_name}' is not valid Python (line {line}): {exc.args[0]}")

@@ -53,6 +53,7 @@ class Model:
     inputs: tuple[Tensor, ...]
     outputs: tuple[Tensor, ...]
     examples: tuple[Example, ...] = ()
+    allow_links: bool = False
 
     @property
     def module_file(self) -> str:
@@ -225,6 +226,7 @@ def from_data(path: Path, data: dict[str, Any]) -> Manifest:
         model=Model(
             entrypoint=model["entrypoint"],
             files=tuple(model["files"]),
+            allow_links=model.get("allow_links", False),
             inputs=tuple(_tensor(t) for t in model["inputs"]),
             outputs=tuple(_tensor(t) for t in model["outputs"]),
             examples=tuple(
