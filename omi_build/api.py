@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omi_build import scaffold, workspace
-from omi_build.errors import BuildError, Issue, LockError, ManifestError
+from omi_build.errors import BuildError, Issue, LockError, ManifestError, SecurityUpdatesError
 from omi_build.manifest import Manifest, load
 from omi_build.progress import Progress, Silent
 
@@ -65,10 +65,15 @@ def lock(
     arguments: Iterable[str],
     *,
     check: bool = False,
+    security: bool = False,
     cwd: Path | None = None,
     progress: Progress | None = None,
 ) -> list[LockResult]:
-    """Write omi.lock for each package (or, with check, fail if one is missing or stale)."""
+    """Write omi.lock for each package (or, with check, fail if one is missing or stale).
+
+    With `security` too, also fail (SecurityUpdatesError, exit 3) when the configured Debian
+    archives now ship a newer version of a locked package in -security or -updates.
+    """
     from omi_build import fetch, settings  # noqa: PLC0415 - keep CLI start-up light
     from omi_build import lock as locking  # noqa: PLC0415
 
@@ -76,7 +81,16 @@ def lock(
     store = fetch.Store(settings.cache_dir())
     for manifest in validate(arguments, cwd):
         if check:
-            locking.check(manifest)
+            current = locking.check(manifest)
+            if security:
+                updates = locking.security_updates(manifest, current, store, progress or Silent())
+                if updates:
+                    shown = "\n  ".join(str(update) for update in updates)
+                    msg = (
+                        f"{locking.lock_path(manifest)} pins {len(updates)} Debian package"
+                        f"{'s' if len(updates) != 1 else ''} with a newer update:\n  {shown}"
+                    )
+                    raise SecurityUpdatesError(msg, hint="run 'omi-build lock' and commit the result")
             results.append(LockResult(path=locking.lock_path(manifest), changed=False))
             continue
         resolved = locking.resolve(manifest, store, progress or Silent())

@@ -50,6 +50,12 @@ class LockError(OmiError):
     """omi.lock is missing, stale, or cannot be resolved."""
 
 
+class SecurityUpdatesError(LockError):
+    """omi.lock pins Debian packages that have newer security updates (lock --check --security)."""
+
+    exit_code: ClassVar[int] = 3
+
+
 class FetchError(OmiError):
     """A download failed or did not match its recorded digest."""
 

@@ -24,6 +24,7 @@ exit codes:
   0  success
   1  failure (missing file, tool, network, build error)
   2  manifest problems, or a command-line usage error
+  3  lock --check --security: a locked Debian package has a newer security update
 """
 
 ENVIRONMENT = """\
@@ -32,9 +33,14 @@ environment:
                            (default: $XDG_CACHE_HOME/omi-build, else ~/.cache/omi-build)
   SOURCE_DATE_EPOCH        the time stamp of every file in the image (else the
                            manifest's build.source_date_epoch)
-  OMI_DEBIAN_MIRROR        the Debian mirror, when the manifest names none (else the
-                           host's apt sources)
+  OMI_DEBIAN_MIRROR        the Debian mirror (the suite and -updates), when the manifest
+                           names none (else the host's apt sources)
+  OMI_DEBIAN_SECURITY_MIRROR
+                           the mirror of Debian's security archive (default: the mirror's
+                           .../debian as .../debian-security, else the host's apt sources)
   OMI_DEBIAN_SNAPSHOT_URL  a snapshot mirror URL with {snapshot}, for build.base.snapshot
+  OMI_DEBIAN_SECURITY_SNAPSHOT_URL
+                           the same for the security archive (default: derived likewise)
 """
 
 _READS_ENVIRONMENT = frozenset({"lock", "build", "run", "test", "cache"})
@@ -133,7 +139,10 @@ def _progress(args: argparse.Namespace, io: _Streams) -> _StderrProgress:
 
 
 def _cmd_lock(args: argparse.Namespace, io: _Streams) -> int:
-    results = api.lock(args.targets, check=args.check, progress=_progress(args, io))
+    if args.security and not args.check:
+        io.err.write("error: --security goes with --check\n")
+        return 2
+    results = api.lock(args.targets, check=args.check, security=args.security, progress=_progress(args, io))
     if args.format == "json":
         rows = [{"lock": str(r.path), "changed": r.changed} for r in results]
         io.out.write(json.dumps(rows, indent=2) + "\n")
@@ -330,6 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--check",
         action="store_true",
         help="resolve nothing; exit 1 if omi.lock is missing or stale (for CI)",
+    )
+    lock.add_argument(
+        "--security",
+        action="store_true",
+        help="with --check: also read the Debian archives' -security and -updates indexes and "
+        "exit 3 if a locked package has a newer version there (for a scheduled CI job)",
     )
     build = add(
         "build",

@@ -33,7 +33,19 @@ LOCK_VERSION = 1
 # What the server in the image imports (omi_build/runtime): standard library plus these.
 RUNTIME_REQUIREMENTS = ("grpcio>=1.85.1", "protobuf>=7.35.1", "numpy>=1.24")
 
-__all__ = ["LOCK_NAME", "DebPackage", "Lock", "PlatformLock", "Wheel", "check", "read", "resolve"]
+__all__ = [
+    "LOCK_NAME",
+    "DebPackage",
+    "Lock",
+    "PlatformLock",
+    "SecurityUpdate",
+    "Wheel",
+    "archives",
+    "check",
+    "read",
+    "resolve",
+    "security_updates",
+]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -129,6 +141,62 @@ def inputs_digest(manifest: Manifest) -> str:
     return "sha256:" + hashlib.sha256(canonical).hexdigest()
 
 
+def archives(manifest: Manifest) -> list[_apt.Archive]:
+    """The Debian archives the configuration names for the manifest's suite (all three suites)."""
+    base = manifest.build.base
+    return _apt.archives_for(_suite(manifest), base.mirror, base.snapshot, base.security_mirror)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True, order=True)
+class SecurityUpdate:
+    """A locked Debian package that the archives now ship a newer version of."""
+
+    name: str
+    architecture: str
+    locked: str
+    available: str
+    suite: str
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.architecture}): locked {self.locked}, {self.suite} has {self.available}"
+
+
+def security_updates(
+    manifest: Manifest, lock: Lock, store: Store, progress: Progress | None = None
+) -> list[SecurityUpdate]:
+    """Locked packages that -security or -updates of the configured archives now ship newer.
+
+    Only the indexes are read (InRelease checked with gpgv, Packages by its hash), nothing is
+    resolved: a cheap, scheduled CI check that the image still carries every security fix.
+    """
+    from debian.debian_support import version_compare  # noqa: PLC0415
+
+    progress = progress or Silent()
+    suite = _suite(manifest)
+    newer_suites = [a for a in archives(manifest) if a.suite != suite]
+    locked: dict[str, dict[str, DebPackage]] = {}
+    for platforms in lock.targets.values():
+        for platform, entry in platforms.items():
+            for package in entry.debian:
+                locked.setdefault(arch_of(platform), {})[package.name] = package
+    found: set[SecurityUpdate] = set()
+    for arch, packages in sorted(locked.items()):
+        merged = _apt.merge(_apt.index(archive, arch, store, progress) for archive in newer_suites)
+        for name, package in packages.items():
+            offered = merged.get(name)
+            if offered is not None and version_compare(offered.version, package.version) > 0:
+                found.add(
+                    SecurityUpdate(
+                        name=name,
+                        architecture=offered.architecture,
+                        locked=package.version,
+                        available=offered.version,
+                        suite=offered.suite,
+                    )
+                )
+    return sorted(found)
+
+
 def arch_of(platform: str) -> str:
     return platform.split("/")[1]
 
@@ -137,12 +205,12 @@ def resolve(manifest: Manifest, store: Store, progress: Progress | None = None) 
     """Resolve every target and platform afresh from the archives and the index."""
     progress = progress or Silent()
     suite = _suite(manifest)
-    archives = _apt.archives_for(suite, manifest.build.base.mirror, manifest.build.base.snapshot)
+    configured = archives(manifest)
     arches = sorted({arch_of(p) for t in manifest.targets for p in t.platforms})
     roots = [*_apt.BASE_PACKAGES[suite], *manifest.system.packages]
     debs: dict[str, tuple[DebPackage, ...]] = {}
     for arch in arches:
-        merged = _apt.merge(_apt.index(archive, arch, store, progress) for archive in archives)
+        merged = _apt.merge(_apt.index(archive, arch, store, progress) for archive in configured)
         debs[arch] = tuple(_apt.resolve(roots, merged))
     targets: dict[str, dict[str, PlatformLock]] = {}
     for target in manifest.targets:
@@ -266,10 +334,7 @@ def fetch(
 def _deb_urls(manifest: Manifest, packages: list[DebPackage]) -> list[tuple[str, DebPackage]]:
     if not packages:
         return []
-    mirrors = {
-        a.suite: a.uri
-        for a in _apt.archives_for(_suite(manifest), manifest.build.base.mirror, manifest.build.base.snapshot)
-    }
+    mirrors = {a.suite: a.uri for a in archives(manifest)}
     urls = []
     for package in packages:
         if package.suite not in mirrors:

@@ -166,7 +166,7 @@ def host_archives(suite: str) -> list[Archive]:
                 entries += list(_one_line_sources(text))
             elif path.suffix == ".sources":
                 entries += list(_deb822_sources(text))
-    wanted = {suite, f"{suite}-updates", f"{suite}-security"}
+    wanted = set(suites_of(suite))
     archives = []
     for uri, suites, components, keyring in entries:
         if "main" not in components:
@@ -177,8 +177,48 @@ def host_archives(suite: str) -> list[Archive]:
     return archives
 
 
-def archives_for(suite: str, mirror: str | None, snapshot: str | None) -> list[Archive]:
-    """The archives to resolve from, by the precedence in the module docstring."""
+def suites_of(suite: str) -> tuple[str, str, str]:
+    """A Debian release's three suites: the release, its point updates and its security fixes."""
+    return suite, f"{suite}-updates", f"{suite}-security"
+
+
+def _security_sibling(url: str) -> str | None:
+    """Debian's own layout: the security archive beside the main one, '.../debian' then
+    '.../debian-security' (deb.debian.org, snapshot.debian.org and most mirrors)."""
+    head, _, query = url.partition("?")
+    parts = head.rstrip("/").split("/")
+    for index in range(len(parts) - 1, 2, -1):  # past 'scheme:', '' and the host
+        if parts[index] == "debian":
+            parts[index] = "debian-security"
+            return "/".join(parts) + (f"?{query}" if query else "")
+    return None
+
+
+def _host_security(suite: str) -> str | None:
+    found = [a.uri for a in host_archives(suite) if a.suite == f"{suite}-security"]
+    return found[0] if found else None
+
+
+def _three(suite: str, base: str, security: str) -> list[Archive]:
+    main, updates, security_suite = suites_of(suite)
+    return [
+        Archive(uri=base, suite=main),
+        Archive(uri=base, suite=updates),
+        Archive(uri=security.rstrip("/"), suite=security_suite),
+    ]
+
+
+def archives_for(
+    suite: str, mirror: str | None, snapshot: str | None, security_mirror: str | None = None
+) -> list[Archive]:
+    """The archives to resolve from: always the suite, -updates and -security.
+
+    A mirror (build.base.mirror, else OMI_DEBIAN_MIRROR) serves the first two; Debian's
+    security archive is a separate archive, so it has its own base: build.base.security_mirror,
+    else OMI_DEBIAN_SECURITY_MIRROR, else the mirror's '.../debian' as '.../debian-security',
+    else this host's apt sources. Snapshots likewise (OMI_DEBIAN_SECURITY_SNAPSHOT_URL). Never
+    silently without security updates: no base for them is an error.
+    """
     if snapshot:
         template = os.environ.get("OMI_DEBIAN_SNAPSHOT_URL")
         if not template or "{snapshot}" not in template:
@@ -188,12 +228,34 @@ def archives_for(suite: str, mirror: str | None, snapshot: str | None) -> list[A
                 hint="set OMI_DEBIAN_SNAPSHOT_URL to the mirror's URL with a {snapshot} "
                 "placeholder for the time stamp",
             )
-        base = template.replace("{snapshot}", snapshot).rstrip("/")
-        return [Archive(uri=base, suite=suite), Archive(uri=base, suite=f"{suite}-updates")]
+        security_template = os.environ.get("OMI_DEBIAN_SECURITY_SNAPSHOT_URL") or _security_sibling(template)
+        if not security_template or "{snapshot}" not in security_template:
+            msg = f"no snapshot of Debian's security archive is configured for {suite}-security"
+            raise LockError(
+                msg,
+                hint="set OMI_DEBIAN_SECURITY_SNAPSHOT_URL to its URL with a {snapshot} placeholder",
+            )
+        return _three(
+            suite,
+            template.replace("{snapshot}", snapshot).rstrip("/"),
+            security_template.replace("{snapshot}", snapshot),
+        )
     configured = mirror or os.environ.get("OMI_DEBIAN_MIRROR")
     if configured:
-        base = configured.rstrip("/")
-        return [Archive(uri=base, suite=suite), Archive(uri=base, suite=f"{suite}-updates")]
+        security = (
+            security_mirror
+            or os.environ.get("OMI_DEBIAN_SECURITY_MIRROR")
+            or _security_sibling(configured)
+            or _host_security(suite)
+        )
+        if not security:
+            msg = f"no mirror of Debian's security archive is configured for {suite}-security"
+            raise LockError(
+                msg,
+                hint=f"{configured} is not laid out like Debian's ('.../debian'); set "
+                "build.base.security_mirror or OMI_DEBIAN_SECURITY_MIRROR to the security archive",
+            )
+        return _three(suite, configured.rstrip("/"), security)
     found = host_archives(suite)
     if not found:
         msg = f"no Debian mirror is configured for {suite}"
@@ -201,6 +263,19 @@ def archives_for(suite: str, mirror: str | None, snapshot: str | None) -> list[A
             msg,
             hint="set build.base.mirror in omi.yaml or OMI_DEBIAN_MIRROR, or add the suite "
             "to this host's apt sources",
+        )
+    explicit_security = security_mirror or os.environ.get("OMI_DEBIAN_SECURITY_MIRROR")
+    if explicit_security:
+        found = [a for a in found if a.suite != f"{suite}-security"]
+        found.append(Archive(uri=explicit_security.rstrip("/"), suite=f"{suite}-security"))
+    # -updates only where the host has it; security fixes are never optional.
+    missing = [name for name in (suite, f"{suite}-security") if name not in {a.suite for a in found}]
+    if missing:
+        msg = f"this host's apt sources have no {' or '.join(missing)}"
+        raise LockError(
+            msg,
+            hint="add it to the apt sources, or set build.base.mirror (or OMI_DEBIAN_MIRROR) "
+            "and OMI_DEBIAN_SECURITY_MIRROR",
         )
     return found
 

@@ -148,6 +148,7 @@ class Base:
     debian: str = "bookworm"
     snapshot: str | None = None
     mirror: str | None = None
+    security_mirror: str | None = None
     image: str | None = None
 
 

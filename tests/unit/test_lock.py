@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import shutil
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import pytest
 
 from omi_build import lock
 from omi_build.errors import LockError
+from omi_build.fetch import Store
 from omi_build.lock import _apt
 from omi_build.manifest import load
 from tests.conftest import EXAMPLES
@@ -123,12 +126,13 @@ def test_release_hashes() -> None:
     }
 
 
-def test_host_sources_in_both_formats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _host_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, updates: bool = True) -> None:
+    suites = ["bookworm", "bookworm-updates"] if updates else ["bookworm"]
+    lines = [f"deb [signed-by=/k.gpg] http://mirror.test/debian {suite} main contrib\n" for suite in suites]
     (tmp_path / "sources.list").write_text(
-        "deb [signed-by=/k.gpg] http://mirror.test/debian bookworm main contrib\n"
-        "# deb http://ignored.test/debian bookworm main\n"
+        "".join(lines) + "# deb http://ignored.test/debian bookworm main\n"
     )
-    (tmp_path / "d").mkdir()
+    (tmp_path / "d").mkdir(exist_ok=True)
     (tmp_path / "d" / "debian.sources").write_text(
         "Types: deb\nURIs: http://mirror.test/debian-security\nSuites: bookworm-security\n"
         "Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n"
@@ -136,10 +140,21 @@ def test_host_sources_in_both_formats(tmp_path: Path, monkeypatch: pytest.Monkey
     )
     monkeypatch.setattr(_apt, "APT_SOURCES", tmp_path / "sources.list")
     monkeypatch.setattr(_apt, "APT_SOURCES_DIR", tmp_path / "d")
-    monkeypatch.delenv("OMI_DEBIAN_MIRROR", raising=False)
+    for variable in ("OMI_DEBIAN_MIRROR", "OMI_DEBIAN_SECURITY_MIRROR", "OMI_DEBIAN_SNAPSHOT_URL"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.delenv("OMI_DEBIAN_SECURITY_SNAPSHOT_URL", raising=False)
+
+
+def _suites(archives: list[_apt.Archive]) -> list[tuple[str, str]]:
+    return [(a.uri, a.suite) for a in archives]
+
+
+def test_host_sources_in_both_formats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _host_sources(tmp_path, monkeypatch)
     archives = _apt.archives_for("bookworm", None, None)
     assert [(a.uri, a.suite, str(a.keyring)) for a in archives] == [
         ("http://mirror.test/debian", "bookworm", "/k.gpg"),
+        ("http://mirror.test/debian", "bookworm-updates", "/k.gpg"),
         (
             "http://mirror.test/debian-security",
             "bookworm-security",
@@ -148,9 +163,55 @@ def test_host_sources_in_both_formats(tmp_path: Path, monkeypatch: pytest.Monkey
     ]
 
 
+def test_host_sources_without_security_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _host_sources(tmp_path, monkeypatch, updates=False)
+    (tmp_path / "d" / "debian.sources").unlink()
+    with pytest.raises(LockError, match="no bookworm-security"):
+        _apt.archives_for("bookworm", None, None)
+    monkeypatch.setenv("OMI_DEBIAN_SECURITY_MIRROR", "http://sec.test/debian-security")
+    assert _suites(_apt.archives_for("bookworm", None, None)) == [
+        ("http://mirror.test/debian", "bookworm"),
+        ("http://sec.test/debian-security", "bookworm-security"),
+    ]
+
+
+def test_a_mirror_always_brings_all_three_suites(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _host_sources(tmp_path, monkeypatch)
+    expected = [
+        ("https://m.test/debian", "bookworm"),
+        ("https://m.test/debian", "bookworm-updates"),
+        ("https://m.test/debian-security", "bookworm-security"),
+    ]
+    assert _suites(_apt.archives_for("bookworm", "https://m.test/debian/", None)) == expected
+    monkeypatch.setenv("OMI_DEBIAN_MIRROR", "https://m.test/debian")
+    assert _suites(_apt.archives_for("bookworm", None, None)) == expected
+    # its own base, from the manifest or the environment
+    monkeypatch.setenv("OMI_DEBIAN_SECURITY_MIRROR", "https://s.test/sec/")
+    assert _suites(_apt.archives_for("bookworm", None, None))[2] == (
+        "https://s.test/sec",
+        "bookworm-security",
+    )
+    assert _suites(_apt.archives_for("bookworm", None, None, "https://x.test/ds"))[2] == (
+        "https://x.test/ds",
+        "bookworm-security",
+    )
+    monkeypatch.delenv("OMI_DEBIAN_SECURITY_MIRROR")
+    # a mirror not laid out like Debian's: the host's security source, else an error
+    assert _suites(_apt.archives_for("bookworm", "https://m.test/mirror", None))[2] == (
+        "http://mirror.test/debian-security",
+        "bookworm-security",
+    )
+    (tmp_path / "d" / "debian.sources").unlink()
+    with pytest.raises(LockError, match="no mirror of Debian's security archive") as exc:
+        _apt.archives_for("bookworm", "https://m.test/mirror", None)
+    assert "OMI_DEBIAN_SECURITY_MIRROR" in (exc.value.hint or "")
+
+
 def test_mirror_precedence_and_missing_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_apt, "APT_SOURCES", tmp_path / "none")
     monkeypatch.setattr(_apt, "APT_SOURCES_DIR", tmp_path / "none.d")
+    monkeypatch.delenv("OMI_DEBIAN_SECURITY_MIRROR", raising=False)
+    monkeypatch.delenv("OMI_DEBIAN_SECURITY_SNAPSHOT_URL", raising=False)
     monkeypatch.setenv("OMI_DEBIAN_MIRROR", "http://env.test/debian/")
     assert _apt.archives_for("bookworm", None, None)[0].uri == "http://env.test/debian"
     assert _apt.archives_for("bookworm", "file:///srv/debian", None)[0].uri == "file:///srv/debian"
@@ -159,10 +220,19 @@ def test_mirror_precedence_and_missing_configuration(tmp_path: Path, monkeypatch
         _apt.archives_for("bookworm", None, None)
     with pytest.raises(LockError, match="snapshot"):
         _apt.archives_for("bookworm", None, "20250520T000000Z")
-    monkeypatch.setenv("OMI_DEBIAN_SNAPSHOT_URL", "http://snap.test/debian/{snapshot}")
+    monkeypatch.setenv("OMI_DEBIAN_SNAPSHOT_URL", "http://snap.test/archive/debian/{snapshot}")
+    assert _suites(_apt.archives_for("bookworm", None, "20250520T000000Z")) == [
+        ("http://snap.test/archive/debian/20250520T000000Z", "bookworm"),
+        ("http://snap.test/archive/debian/20250520T000000Z", "bookworm-updates"),
+        ("http://snap.test/archive/debian-security/20250520T000000Z", "bookworm-security"),
+    ]
+    monkeypatch.setenv("OMI_DEBIAN_SNAPSHOT_URL", "http://snap.test/d/{snapshot}")
+    with pytest.raises(LockError, match="no snapshot of Debian's security archive"):
+        _apt.archives_for("bookworm", None, "20250520T000000Z")
+    monkeypatch.setenv("OMI_DEBIAN_SECURITY_SNAPSHOT_URL", "http://snap.test/s/{snapshot}")
     assert (
-        _apt.archives_for("bookworm", None, "20250520T000000Z")[0].uri
-        == "http://snap.test/debian/20250520T000000Z"
+        _apt.archives_for("bookworm", None, "20250520T000000Z")[2].uri
+        == "http://snap.test/s/20250520T000000Z"
     )
 
 
@@ -204,3 +274,71 @@ def test_missing_or_broken_lock(iris: Path) -> None:
     (iris / "omi.lock").write_text('{"lockVersion": 1, "inputs": "x"}')
     with pytest.raises(LockError, match="not a valid lock file"):
         lock.read(load(iris))
+
+
+def _fake_archives(monkeypatch: pytest.MonkeyPatch, newer: dict[str, str] | None = None) -> list[str]:
+    """Indexes served from the committed lock by suite (no network); `newer` bumps a package's
+    version in bookworm-security. Returns the URIs asked for."""
+    committed = lock.read(load(EXAMPLES / "iris-sklearn"))
+    asked: list[str] = []
+
+    def index(archive: _apt.Archive, arch: str, *_: object) -> dict[str, _apt.DebPackage]:
+        asked.append(f"{archive.uri} {archive.suite}")
+        packages = {}
+        for package in committed.platform("cpu", f"linux/{arch}").debian:
+            if package.suite == archive.suite:
+                packages[package.name] = package
+        for name, version in (newer or {}).items():
+            if archive.suite == "bookworm-security":
+                old = committed.platform("cpu", f"linux/{arch}").debian
+                base = next(p for p in old if p.name == name)
+                packages[name] = dataclasses.replace(base, version=version, suite="bookworm-security")
+        return packages
+
+    monkeypatch.setattr(_apt, "index", index)
+    monkeypatch.setattr(
+        lock._wheels,
+        "resolve",
+        lambda _wanted, *, arch, **_: list(committed.platform("cpu", f"linux/{arch}").wheels),
+    )
+    return asked
+
+
+def test_a_mirror_configured_lock_pins_what_the_host_sources_pin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked = _fake_archives(monkeypatch)
+    _host_sources(tmp_path, monkeypatch)
+    manifest = load(EXAMPLES / "iris-sklearn")
+    from_host = lock.resolve(manifest, Store(tmp_path / "cache"))
+    monkeypatch.setenv("OMI_DEBIAN_MIRROR", "http://elsewhere.test/debian")
+    from_mirror = lock.resolve(manifest, Store(tmp_path / "cache"))
+    assert from_mirror.to_json() == from_host.to_json()
+    suites = {p.suite for p in from_mirror.platform("cpu", "linux/amd64").debian}
+    assert "bookworm-security" in suites
+    assert "http://elsewhere.test/debian-security bookworm-security" in asked
+    # and building the lock finds every suite's files on that mirror
+    urls = dict(lock._deb_urls(manifest, list(from_host.platform("cpu", "linux/amd64").debian)))
+    security = [url for url, p in urls.items() if p.suite == "bookworm-security"]
+    assert security
+    assert all(url.startswith("http://elsewhere.test/debian-security/pool/") for url in security)
+
+
+def test_lock_check_security_exits_3_when_an_update_exists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, iris: Path
+) -> None:
+    from omi_build.cli import main  # noqa: PLC0415
+
+    monkeypatch.setenv("OMI_BUILD_CACHE", str(tmp_path / "cache"))
+    _host_sources(tmp_path, monkeypatch)
+    _fake_archives(monkeypatch)
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["lock", "--check", "--security", str(iris)], out=out, err=err) == 0
+    assert "up to date" in out.getvalue()
+    _fake_archives(monkeypatch, newer={"libssl3": "3.0.99-1~deb12u1"})
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["lock", "--check", "--security", str(iris)], out=out, err=err) == 3
+    assert "libssl3 (amd64): locked 3.0." in err.getvalue()
+    assert "bookworm-security has 3.0.99-1~deb12u1" in err.getvalue()
+    assert "run 'omi-build lock'" in err.getvalue()
+    assert main(["lock", "--security", str(iris)], out=out, err=err) == 2
