@@ -168,39 +168,92 @@ def index(images: list[PlatformImage], labels: dict[str, str]) -> bytes:
     )
 
 
+_FICLONE = 0x40049409  # Linux's ioctl for a copy-on-write clone (btrfs, XFS, bcachefs)
+
+
+def _copy(source: Path, destination: Path) -> None:
+    """A reflink where the file system has them (instant, no space), else a real copy. Never a
+    hard link: the output must not share bytes with the cache, or one damaged cache entry would
+    damage every image built from it."""
+    import fcntl  # noqa: PLC0415 - POSIX only
+
+    with source.open("rb") as reader, destination.open("wb") as writer:
+        try:
+            fcntl.ioctl(writer.fileno(), _FICLONE, reader.fileno())
+        except OSError:
+            shutil.copyfileobj(reader, writer, 1 << 20)
+        writer.flush()
+        os.fsync(writer.fileno())
+
+
+def _intact(path: Path, digest: str) -> bool:
+    """Whether the layout already holds the blob, byte for byte (re-hashed, never trusted by size)."""
+    if not path.is_file() or path.is_symlink():
+        return False
+    from omi_build.fetch import sha256_file  # noqa: PLC0415
+
+    return sha256_file(path) == digest.removeprefix("sha256:")
+
+
 def _place(source: Path, target: Path) -> None:
-    """Put a blob into a layout: a hard link where possible (instant), else a copy."""
-    if target.is_file() and target.stat().st_size == source.stat().st_size:
-        return
     temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     temporary.unlink(missing_ok=True)
     try:
-        os.link(source, temporary)
-    except OSError:
-        shutil.copyfile(source, temporary)
-    temporary.replace(target)
+        _copy(source, temporary)
+        temporary.replace(target)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def _write_blob(blobs: Path, data: bytes) -> str:
     digest = digest_of(data)
     target = blobs / digest.removeprefix("sha256:")
-    if not target.is_file():
+    if not (target.is_file() and not target.is_symlink() and target.read_bytes() == data):
         temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         temporary.write_bytes(data)
         temporary.replace(target)
     return digest
 
 
+def _make_layout_dirs(directory: Path, blobs: Path) -> None:
+    for folder in (directory, directory / "blobs", blobs):
+        if folder.exists() and not folder.is_dir():
+            msg = f"{folder} exists and is not a directory, so no image layout can be written there"
+            raise BuildError(msg, hint="remove it, or pass another --output")
+    try:
+        blobs.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        msg = f"cannot write the image layout to {directory}: {exc.strerror}"
+        raise BuildError(msg, hint="check the folder's permissions, or pass another --output") from exc
+    if not os.access(blobs, os.W_OK) or not os.access(directory, os.W_OK):
+        msg = f"cannot write the image layout to {directory}: permission denied"
+        raise BuildError(msg, hint="check the folder's permissions, or pass another --output")
+
+
 def write_layout(
     directory: Path, store: Store, images: list[PlatformImage], *, labels: dict[str, str], tag: str
 ) -> str:
-    """Write an OCI image layout holding the images and their index; return the index digest."""
+    """Write an OCI image layout holding the images and their index; return the index digest.
+
+    Into an existing layout too: every blob it references is re-hashed and written again if
+    damaged, so the digest printed is never that of a corrupt layout.
+    """
+    try:
+        return _write_layout(directory, store, images, labels=labels, tag=tag)
+    except OSError as exc:
+        msg = f"cannot write the image layout to {directory}: {exc.strerror or exc}"
+        raise BuildError(msg, hint="check the folder and its free space, or pass another --output") from exc
+
+
+def _write_layout(
+    directory: Path, store: Store, images: list[PlatformImage], *, labels: dict[str, str], tag: str
+) -> str:
     blobs = directory / "blobs" / "sha256"
-    blobs.mkdir(parents=True, exist_ok=True)
+    _make_layout_dirs(directory, blobs)
     for image in images:
         for layer in image.layers:
             target = blobs / layer.blob.digest.removeprefix("sha256:")
-            if not target.is_file():
+            if not _intact(target, layer.blob.digest):  # a damaged earlier blob is written again
                 source = store.verified(layer.blob.digest, what=f"layer {layer.name}")
                 _place(source, target)
         _write_blob(blobs, image.config)

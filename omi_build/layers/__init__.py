@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
-from omi_build.errors import BuildError, PackageFileError
+from omi_build.errors import BuildError, FetchError, PackageFileError
 from omi_build.fetch import Store
 from omi_build.lock import DebPackage, Wheel
 from omi_build.manifest import files
@@ -186,8 +186,19 @@ class LayerBuilder:
         record = self.records / f"{key}.json"
         if not record.is_file():
             return None
-        blob = Blob(**json.loads(record.read_text(encoding="utf-8")))
-        return blob if self.store.has(blob.digest) else None
+        try:
+            blob = Blob(**json.loads(record.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
+            return None  # a damaged record: the layer is built again
+        if not self.store.has(blob.digest):
+            return None
+        try:
+            # Re-hashed once per build: a damaged cached layer is rebuilt in this run, not
+            # reported after the fact (the store removes it).
+            self.store.verified(blob.digest, what=f"layer {key}")
+        except FetchError:
+            return None
+        return blob
 
     def layer(self, name: str, inputs: Any, build: Callable[[], list[Entry]]) -> Layer:
         key = self._key(inputs)
