@@ -19,6 +19,9 @@ from omi_build.errors import Issue, ManifestError, WorkspaceError
 from .types import Manifest, Target, Tensor, from_data
 
 MANIFEST_NAME = "omi.yaml"
+# Validation takes about 6 s per MB of YAML (PyYAML in Python); a manifest with a 50,000-row
+# example is 1.7 MB, and 4 MB took 33 s and 750 MB before this cap.
+MAX_MANIFEST_CHARS = 2 * 2**20
 
 __all__ = [
     "MANIFEST_NAME",
@@ -57,6 +60,13 @@ def check_text(text: str, *, file: str, base: Path) -> tuple[list[Issue], object
     from ._report import Reporter  # noqa: PLC0415
     from ._yaml import parse  # noqa: PLC0415
 
+    if len(text) > MAX_MANIFEST_CHARS:
+        size = f"{len(text.encode('utf-8', errors='replace')) / 2**20:.1f} MiB"
+        message = (
+            f"the manifest is {size}; the limit is {MAX_MANIFEST_CHARS // 2**20} MiB. "
+            "Keep large examples small (a few rows show the model works) and data in model files"
+        )
+        return [Issue(file=file, line=1, col=1, field="", message=message)], None
     doc = parse(text)
     report = Reporter(file, doc)
     for problem in doc.problems:
@@ -108,7 +118,7 @@ def load_cached(path: str | os.PathLike[str], cache: Path) -> Manifest:
     only the checks that read it run again (40 ms rather than 300).
     """
     file = manifest_file(path)
-    raw = file.read_bytes()
+    raw = _read_capped(file)
     key = hashlib.sha256(f"{__version__}\0{file.resolve()}\0".encode() + raw)
     key.update("\0".join(_listing(file.parent)).encode())
     entry = cache / "manifests" / f"{key.hexdigest()}.json"
@@ -137,7 +147,21 @@ def load_cached(path: str | os.PathLike[str], cache: Path) -> Manifest:
 def load(path: str | os.PathLike[str]) -> Manifest:
     """Load and validate an omi.yaml (or the one in a directory); raise ManifestError."""
     file = manifest_file(path)
-    return _load(file, file.read_bytes())[0]
+    return _load(file, _read_capped(file))[0]
+
+
+def _read_capped(file: Path) -> bytes:
+    """The manifest's bytes, read no further than the cap (a huge file is refused, not loaded)."""
+    try:
+        with file.open("rb") as stream:
+            raw = stream.read(4 * MAX_MANIFEST_CHARS + 1)
+    except OSError as exc:
+        msg = f"cannot read {file}: {exc.strerror}"
+        raise WorkspaceError(msg) from exc
+    if len(raw) > 4 * MAX_MANIFEST_CHARS:
+        message = f"the manifest is over {4 * MAX_MANIFEST_CHARS // 2**20} MiB; the limit is 2 MiB"
+        raise ManifestError([Issue(file=_display_name(file), line=1, col=1, field="", message=message)])
+    return raw
 
 
 def _load(file: Path, raw: bytes) -> tuple[Manifest, dict[str, Any]]:

@@ -45,8 +45,13 @@ _EXPONENT_NO_DOT = re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$")
 _SEXAGESIMAL = re.compile(r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$")
 _BINARY_OR_UNDERSCORE = re.compile(r"^[-+]?(?:0b[01_]+|[0-9][0-9_]*_[0-9_]*(?:\.[0-9_]*)?)$")
 
-# Alias expansion is bounded: a few anchors can otherwise describe a billion nodes.
-_MAX_NODES = 200_000
+# Alias expansion is bounded: a few anchors can otherwise describe a billion nodes. Only nodes
+# reached again through an alias count: what is written out is bounded by the text's size, so
+# a large literal example (50,000 rows) is fine, while a billion laughs stops here.
+MAX_ALIAS_NODES = 200_000
+# Deeper than any manifest needs, shallow enough for every recursive check after parsing.
+MAX_DEPTH = 64
+_MAX_INT_DIGITS = 4000  # Python refuses to convert more than 4,300 digits
 
 
 class _Loader(Reader, Scanner, Parser, Composer, BaseResolver):
@@ -146,7 +151,7 @@ def _plain_value(text: str) -> Any:
     if _FALSE.match(text):
         return False
     if _INT10.match(text):
-        return int(text)
+        return int(text)  # digits bounded by the caller
     if _INT8.match(text):
         return int(text, 0)
     if _INT16.match(text):
@@ -163,17 +168,31 @@ def _plain_value(text: str) -> Any:
 class _Converter:
     def __init__(self, doc: Document) -> None:
         self.doc = doc
-        self.budget = _MAX_NODES
+        self.budget = MAX_ALIAS_NODES
         self.active: set[int] = set()
+        self.seen: set[int] = set()
+        self.too_deep = False
 
     def convert(self, node: Node, path: Path) -> Any:
-        self.budget -= 1
-        if self.budget < 0:
-            if self.budget == -1:
+        if id(node) in self.seen:  # reached again: through an alias
+            self.budget -= 1
+            if self.budget < 0:
+                if self.budget == -1:
+                    line, col = _pos(node)
+                    message = (
+                        f"aliases expand the document past {MAX_ALIAS_NODES:,} nodes; "
+                        "write the values out, or use fewer aliases"
+                    )
+                    self.doc.problems.append(Problem(line, col, path, message))
+                return None
+        else:
+            self.seen.add(id(node))
+        if len(path) > MAX_DEPTH:
+            if not self.too_deep:
+                self.too_deep = True
                 line, col = _pos(node)
-                self.doc.problems.append(
-                    Problem(line, col, path, "the document expands to too many nodes (aliases?)")
-                )
+                message = f"nested deeper than {MAX_DEPTH} levels; a manifest never needs that many"
+                self.doc.problems.append(Problem(line, col, path[:MAX_DEPTH], message))
             return None
         self.doc.values.setdefault(path, _pos(node))
         if id(node) in self.active:
@@ -209,6 +228,12 @@ class _Converter:
         text = str(node.value)
         if node.tag == _PLAIN:
             self.doc.sources[path] = text
+            digits = len(text.lstrip("+-"))
+            if digits > _MAX_INT_DIGITS and _INT10.match(text):
+                line, col = _pos(node)
+                too_large = f"a number of {digits:,} digits is too large; no field takes one"
+                self.doc.problems.append(Problem(line, col, path, too_large))
+                return text
             message = _ambiguity(text)
             if message is not None:
                 line, col = _pos(node)
@@ -251,6 +276,21 @@ class _Converter:
         return [self.convert(item, (*path, index)) for index, item in enumerate(node.value)]
 
 
+def _reader_problem(text: str, exc: yaml.reader.ReaderError) -> Problem:
+    """A control character (NUL, BEL, ...) where YAML allows none, located."""
+    before = text[: exc.position]
+    line = before.count("\n") + 1
+    col = exc.position - (before.rfind("\n") + 1) + 1
+    shown = f"U+{exc.character:04X}" if isinstance(exc.character, int) else repr(exc.character)
+    return Problem(
+        line,
+        col,
+        (),
+        f"control character {shown} is not allowed in YAML; remove it "
+        "(or write it as an escape in a double-quoted string)",
+    )
+
+
 def parse(text: str) -> Document:
     """Parse one YAML document into plain data with positions and problems.
 
@@ -260,8 +300,9 @@ def parse(text: str) -> Document:
     tabs = _tab_problems(text)
     if tabs:
         return Document(data=None, problems=tabs)
-    loader = _Loader(text)
+    loader = None
     try:
+        loader = _Loader(text)  # the reader refuses control characters at once
         root = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -273,10 +314,16 @@ def parse(text: str) -> Document:
             start = exc.context_mark
             problem += f" ({exc.context} started at line {start.line + 1}, column {start.column + 1})"
         return Document(data=None, problems=[Problem(line, col, (), f"invalid YAML: {problem}")])
+    except yaml.reader.ReaderError as exc:
+        return Document(data=None, problems=[_reader_problem(text, exc)])
     except yaml.YAMLError as exc:
         return Document(data=None, problems=[Problem(1, 1, (), f"invalid YAML: {exc}")])
+    except RecursionError:
+        message = f"nested deeper than {MAX_DEPTH} levels; a manifest never needs that many"
+        return Document(data=None, problems=[Problem(1, 1, (), message)])
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     doc = Document(data=None)
     if root is None:
         doc.problems.append(Problem(1, 1, (), "the file is empty; run 'omi-build init' for a start"))
