@@ -100,7 +100,7 @@ def _split(text: str, root: Path, cwd: Path) -> tuple[str, str | None]:
         package = os.path.normpath(joined).replace(os.sep, "/") if joined else ""
         if package == ".":
             package = ""
-        if package.startswith(".."):
+        if package == ".." or package.startswith("../"):  # '...' (every package) is not '..'
             msg = f"label '{text}' points outside the workspace {root}"
             raise WorkspaceError(msg)
     return package, (target or None)

@@ -414,13 +414,27 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     try:
         return handler(args, io)
     except OmiError as exc:
-        if args.verbose:
-            io.err.write("".join(traceback.format_exception(exc)))
-        _render.error(exc, fmt=args.format, out=io.out, err=io.err)
-        return exc.exit_code
+        return _fail(exc, exc, args, io)
     except KeyboardInterrupt:
         io.err.write("interrupted\n")
         return 130
+    except BrokenPipeError:  # `omi-build query | head`: the reader left, nothing to report
+        return 1
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        message = f"{exc.strerror or exc}{where}"
+        return _fail(exc, OmiError(message, hint="run with -v for the traceback"), args, io)
+    except Exception as exc:  # noqa: BLE001 - a bug: one clear line, the traceback only with -v
+        message = f"internal error: {type(exc).__name__}: {exc}"
+        hint = "run with -v for the traceback, and please report it with the command that caused it"
+        return _fail(exc, OmiError(message, hint=hint), args, io)
+
+
+def _fail(raised: BaseException, error: OmiError, args: argparse.Namespace, io: _Streams) -> int:
+    if args.verbose:
+        io.err.write("".join(traceback.format_exception(raised)))
+    _render.error(error, fmt=args.format, out=io.out, err=io.err)
+    return error.exit_code
 
 
 def run() -> None:

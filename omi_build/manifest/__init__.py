@@ -38,11 +38,14 @@ __all__ = [
 def manifest_file(path: str | os.PathLike[str]) -> Path:
     """The omi.yaml that `path` names: the file itself, or the one in a directory."""
     candidate = Path(path)
-    if candidate.is_dir():
-        candidate /= MANIFEST_NAME
+    if candidate.is_dir() or candidate.suffix not in {".yaml", ".yml"}:
+        directory, candidate = candidate, candidate / MANIFEST_NAME
+    else:
+        directory = candidate.parent
     if not candidate.is_file():
-        msg = f"no {MANIFEST_NAME} at {candidate}"
-        raise WorkspaceError(msg, hint=f"run 'omi-build init {candidate.parent}' to write one")
+        where = "" if directory.is_dir() else f" ({directory} does not exist)"
+        msg = f"no {MANIFEST_NAME} at {candidate}{where}"
+        raise WorkspaceError(msg, hint=f"run 'omi-build init {directory}' to write one")
     return candidate
 
 

@@ -130,3 +130,59 @@ def test_every_verb_has_help() -> None:
         with pytest.raises(SystemExit) as exc:
             run([verb, "--help"])
         assert exc.value.code == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["validate", "does/not/exist"],
+        ["lock", "--check", "does/not/exist"],
+        ["lock", "--check", str(BAD)],
+        ["build", "does/not/exist"],
+        ["build", "//nothing:here"],
+        ["run", "does/not/exist"],
+        ["test", "does/not/exist"],
+        ["query", "//nothing/..."],
+        ["schema"],
+        ["--format", "json", "validate", str(BAD)],
+        ["--format", "json", "build", "does/not/exist"],
+    ],
+)
+def test_no_command_prints_a_traceback_on_its_error_paths(
+    args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OMI_BUILD_CACHE", str(tmp_path / "cache"))
+    code, out, err = run(args)
+    assert code in {0, 1, 2}
+    assert "Traceback" not in out + err
+    if code:
+        assert "error" in (err or out)
+    if "json" in args:
+        json.loads(out)
+
+
+def test_an_unexpected_error_is_one_line_and_its_traceback_needs_v(monkeypatch: pytest.MonkeyPatch) -> None:
+    from omi_build import api  # noqa: PLC0415
+
+    def broken(*_: object, **__: object) -> object:
+        message = "a bug"
+        raise ZeroDivisionError(message)
+
+    monkeypatch.setattr(api, "validate", broken)
+    code, _, err = run(["validate", str(EXAMPLES / "iris-sklearn")])
+    assert code == 1
+    assert "Traceback" not in err
+    assert "internal error: ZeroDivisionError: a bug" in err
+    assert "-v" in err
+    code, _, err = run(["-v", "validate", str(EXAMPLES / "iris-sklearn")])
+    assert code == 1
+    assert "Traceback" in err
+
+    def denied(*_: object, **__: object) -> object:
+        raise PermissionError(13, "Permission denied", "/some/file")
+
+    monkeypatch.setattr(api, "validate", denied)
+    code, _, err = run(["validate", str(EXAMPLES / "iris-sklearn")])
+    assert (code, "Traceback" in err) == (1, False)
+    assert "Permission denied (/some/file)" in err

@@ -92,3 +92,23 @@ def test_git_root_without_marker(tmp_path: Path) -> None:
 def test_bad_labels(repo: Path, label: str, message: str) -> None:
     with pytest.raises(WorkspaceError, match=message):
         workspace.resolve([label], repo / "models/iris")
+
+
+def test_no_argument_at_the_workspace_root_means_every_package(repo: Path) -> None:
+    names = [s.package.name for s in workspace.resolve([], cwd=repo)]
+    assert names == ["models/iris", "models/resnet", "tools/other"]
+    assert [p.name for p in workspace.packages([], cwd=repo)] == names
+    assert [p.name for p in workspace.packages(["..."], cwd=repo)] == names
+    with pytest.raises(WorkspaceError, match="points outside the workspace"):
+        workspace.resolve(["../../x:cpu"], cwd=repo / "models")
+    with pytest.raises(WorkspaceError, match="points outside the workspace"):
+        workspace.resolve(["..:cpu"], cwd=repo)
+
+
+def test_a_missing_path_names_the_folder_to_init(repo: Path) -> None:
+    with pytest.raises(WorkspaceError, match="does not exist") as exc:
+        workspace.resolve([str(repo / "models/nothere")], cwd=repo)
+    assert exc.value.hint == f"run 'omi-build init {repo / 'models/nothere'}' to write one"
+    with pytest.raises(WorkspaceError) as exc:
+        workspace.resolve([str(repo / "models/nothere/omi.yaml")], cwd=repo)
+    assert exc.value.hint == f"run 'omi-build init {repo / 'models/nothere'}' to write one"
