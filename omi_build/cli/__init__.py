@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import socket
 import sys
 import tempfile
@@ -222,19 +223,36 @@ def _free_port() -> int:
 def _cmd_run(args: argparse.Namespace, io: _Streams) -> int:
     from omi_build.run import wait_serving  # noqa: PLC0415
 
-    server = api.run(args.image, port=args.port, progress=_progress(args, io))
+    # SIGTERM (a supervisor, `timeout`, a cancelled CI step) and SIGHUP (a closed terminal)
+    # stop it as Ctrl-C does: drain, then remove the container and its bundle.
+    previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        seconds = wait_serving(server)
-        io.err.write(
-            f"serving on 127.0.0.1:{server.port} after {seconds:.2f} s ({server.runtime}); Ctrl-C stops it\n"
-        )
-        io.err.flush()
-        server.process.wait()
-    except KeyboardInterrupt:
-        io.err.write("stopping (draining in-flight requests)\n")
+        server = api.run(args.image, port=args.port, progress=_progress(args, io))
+        try:
+            seconds = wait_serving(server)
+            io.err.write(
+                f"serving on 127.0.0.1:{server.port} after {seconds:.2f} s ({server.runtime}); "
+                "Ctrl-C stops it\n"
+            )
+            io.err.flush()
+            server.process.wait()
+        except KeyboardInterrupt:
+            io.err.write("stopping (draining in-flight requests)\n")
+            io.err.flush()
+        finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the cleanup
+            for signum in previous:
+                signal.signal(signum, signal.SIG_IGN)
+            code = server.stop()
     finally:
-        code = server.stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return 0 if code in (0, None, -15, 143) else 1
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def _cmd_test(args: argparse.Namespace, io: _Streams) -> int:

@@ -2,7 +2,9 @@
 
 Docker or Podman are used where their engine answers; otherwise (as on build machines without
 a daemon) the image is unpacked with umoci and run with runc, as root: read-only root file
-system, a tmpfs /tmp, the image's user, and the host's network so 127.0.0.1:PORT reaches it.
+system, a tmpfs /tmp, the image's user with no capabilities, no_new_privs, a seccomp filter
+that refuses what Docker's default profile refuses, and the host's network with the server
+bound to 127.0.0.1 only (OMI_LISTEN_HOST), so only this machine reaches it.
 """
 
 from __future__ import annotations
@@ -168,24 +170,65 @@ def _runc_bundle(layout: Path, ref: str, port: int, work: Path) -> Path:
     )
     config_path = bundle / "config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
+    config_path.write_text(json.dumps(harden(config, port=port)), encoding="utf-8")
+    return bundle
+
+
+# What Docker's default seccomp profile refuses to an unprivileged container, refused here with
+# EPERM: kernel modules, keyrings, mounts and namespaces, tracing other processes, the clock,
+# reboot, BPF, userfaultfd and perf. A model server needs none of them.
+REFUSED_SYSCALLS = (
+    "acct", "add_key", "bpf", "clock_adjtime", "clock_settime", "create_module", "delete_module",
+    "finit_module", "fsconfig", "fsmount", "fsopen", "fspick", "get_kernel_syms", "init_module",
+    "ioperm", "iopl", "kcmp", "kexec_file_load", "kexec_load", "keyctl", "lookup_dcookie", "mount",
+    "mount_setattr", "move_mount", "name_to_handle_at", "nfsservctl", "open_by_handle_at",
+    "open_tree", "perf_event_open", "pivot_root", "process_vm_readv", "process_vm_writev", "ptrace",
+    "query_module", "quotactl", "reboot", "request_key", "setns", "settimeofday", "swapoff",
+    "swapon", "sysfs", "_sysctl", "umount", "umount2", "unshare", "uselib", "userfaultfd", "ustat",
+    "vm86", "vm86old",
+)  # fmt: skip
+_EPERM = 1
+
+
+def harden(config: dict[str, Any], *, port: int) -> dict[str, Any]:
+    """The runc config umoci wrote, locked down for serving (a new dict; `config` is kept)."""
+    config = json.loads(json.dumps(config))
     process = config["process"]
     process["terminal"] = False
-    process["env"] = [e for e in process.get("env", []) if not e.startswith("PSC_MODEL_PORT=")]
-    process["env"].append(f"PSC_MODEL_PORT={port}")
+    keep = ("PSC_MODEL_PORT=", "OMI_LISTEN_HOST=")
+    process["env"] = [e for e in process.get("env", []) if not e.startswith(keep)]
+    process["env"] += [f"PSC_MODEL_PORT={port}", "OMI_LISTEN_HOST=127.0.0.1"]
+    # The image's user holds no capability at all (umoci grants the OCI defaults), and
+    # setuid binaries or file capabilities can never raise it (no_new_privs).
+    process["capabilities"] = {
+        kind: [] for kind in ("bounding", "effective", "inheritable", "permitted", "ambient")
+    }
+    process["noNewPrivileges"] = True
     config["root"]["readonly"] = True
     config["mounts"].append(
         {
             "destination": "/tmp",
             "type": "tmpfs",
             "source": "tmpfs",
-            "options": ["nosuid", "nodev", "mode=1777"],
+            "options": ["nosuid", "nodev", "noexec", "mode=1777"],
         }
     )
-    # Share the host's network, as `docker run --network host` would: 127.0.0.1:PORT reaches it.
+    # The host's network, as `docker run --network host` would, with the server bound to
+    # 127.0.0.1 (OMI_LISTEN_HOST above): reachable from this machine only.
     linux = config["linux"]
     linux["namespaces"] = [ns for ns in linux.get("namespaces", []) if ns.get("type") != "network"]
-    config_path.write_text(json.dumps(config), encoding="utf-8")
-    return bundle
+    linux["seccomp"] = {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": [
+            "SCMP_ARCH_X86_64",
+            "SCMP_ARCH_X86",
+            "SCMP_ARCH_X32",
+            "SCMP_ARCH_AARCH64",
+            "SCMP_ARCH_ARM",
+        ],
+        "syscalls": [{"names": list(REFUSED_SYSCALLS), "action": "SCMP_ACT_ERRNO", "errnoRet": _EPERM}],
+    }
+    return config
 
 
 def start(layout: Path, *, port: int, output: IO[bytes] | int | None = None) -> Running:
@@ -196,7 +239,9 @@ def start(layout: Path, *, port: int, output: IO[bytes] | int | None = None) -> 
     if engine is not None:
         image = _load_into(engine, layout, ref, name)
         command = [engine, "run", "--rm", "--name", name, "--read-only", "--tmpfs", "/tmp",
-                   "--network", "host", "-e", f"PSC_MODEL_PORT={port}", image]  # fmt: skip
+                   "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+                   "--network", "host", "-e", f"PSC_MODEL_PORT={port}", "-e", "OMI_LISTEN_HOST=127.0.0.1",
+                   image]  # fmt: skip
         process = subprocess.Popen(command, stdout=output, stderr=output, stdin=subprocess.DEVNULL)
         return Running(port=port, process=process, runtime=engine, name=name)
     _require("runc", "runc")
@@ -206,13 +251,16 @@ def start(layout: Path, *, port: int, output: IO[bytes] | int | None = None) -> 
     work = Path(tempfile.mkdtemp(prefix="omi-run-"))
     try:
         bundle = _runc_bundle(layout, ref, port, work)
+        process = subprocess.Popen(
+            ["runc", "run", name], cwd=bundle, stdout=output, stderr=output, stdin=subprocess.DEVNULL
+        )
     except subprocess.CalledProcessError as exc:
         shutil.rmtree(work, ignore_errors=True)
         msg = f"umoci could not unpack {layout}:{ref}: {exc.stderr.decode(errors='replace').strip()}"
         raise RunError(msg) from exc
-    process = subprocess.Popen(
-        ["runc", "run", name], cwd=bundle, stdout=output, stderr=output, stdin=subprocess.DEVNULL
-    )
+    except BaseException:  # a signal while unpacking: leave no bundle behind
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     return Running(
         port=port, process=process, runtime="runc", name=name, cleanup=[work]
     )  # the bundle lies inside work

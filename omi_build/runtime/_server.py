@@ -75,7 +75,6 @@ async def serve(
     state = State()
     try:
         config = read_config(config_path, model_dir)
-        verify_files(config)
         listen = _port(config, port)
     except StartupError as exc:
         state.log("startup_failed", level="error", message=str(exc))
@@ -119,10 +118,16 @@ async def serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     state.log("listening", port=listen, protocols=protocols, model=config.name, version=config.version)
+    verifying = loop.run_in_executor(None, verify_files, config)
+
+    async def load_and_verify() -> Any:
+        model = await loop.run_in_executor(None, load_model, config)
+        await verifying
+        return model
+
     try:
         state.model = await asyncio.wait_for(
-            loop.run_in_executor(None, load_model, config),
-            timeout=float(serving["timeouts"]["startup_s"]),
+            load_and_verify(), timeout=float(serving["timeouts"]["startup_s"])
         )
     except (StartupError, TimeoutError) as exc:
         message = str(exc) or f"the model did not load within {serving['timeouts']['startup_s']} s"

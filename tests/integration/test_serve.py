@@ -8,6 +8,7 @@ import json
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -355,12 +356,30 @@ def test_streaming_model_answers_tritonclient_with_several_responses(
     ]
 
 
-def test_omi_build_run_stops_cleanly_on_ctrl_c(iris_build: tuple[Path, list[BuiltImage]]) -> None:
+def _listeners(port: int) -> list[str]:
+    """Local addresses listening on `port` (from /proc/net/tcp and tcp6, no tools needed)."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.rsplit(":", 1)
+            if state == "0A" and int(hex_port, 16) == port:
+                found.append(address)
+    return found
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_omi_build_run_stops_cleanly_on_a_signal(
+    iris_build: tuple[Path, list[BuiltImage]], signum: signal.Signals
+) -> None:
+    """Ctrl-C, a supervisor's SIGTERM or a closed terminal's SIGHUP: drained, and no container,
+    bundle or listening port is left; while it serves, it listens on 127.0.0.1 only."""
     _, images = iris_build
     port = free_port()
     before = set(
         subprocess.run(["runc", "list", "-q"], capture_output=True, text=True, check=True).stdout.split()
     )
+    bundles_before = set(Path(tempfile.gettempdir()).glob("omi-run-*"))
     process = subprocess.Popen(
         [sys.executable, "-m", "omi_build", "run", str(images[0].layout), "--port", str(port)],
         stdout=subprocess.PIPE,
@@ -380,7 +399,8 @@ def test_omi_build_run_stops_cleanly_on_ctrl_c(iris_build: tuple[Path, list[Buil
                         break
                 except grpc.RpcError:
                     time.sleep(0.1)
-        process.send_signal(signal.SIGINT)
+        assert _listeners(port) == ["0100007F"]  # 127.0.0.1, not 0.0.0.0 or [::]
+        process.send_signal(signum)
         output, _ = process.communicate(timeout=60)
     finally:
         process.kill()
@@ -390,3 +410,18 @@ def test_omi_build_run_stops_cleanly_on_ctrl_c(iris_build: tuple[Path, list[Buil
         subprocess.run(["runc", "list", "-q"], capture_output=True, text=True, check=True).stdout.split()
     )
     assert after == before  # its container is gone
+    assert set(Path(tempfile.gettempdir()).glob("omi-run-*")) == bundles_before  # and its bundle
+    assert _listeners(port) == []
+
+
+def test_the_served_process_holds_no_capability_and_is_filtered(server: run.Running) -> None:
+    state = subprocess.run(["runc", "state", server.name], capture_output=True, text=True, check=True)
+    pid = json.loads(state.stdout)["pid"]
+    status = dict(
+        line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in line
+    )
+    for field in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert int(status[field].strip(), 16) == 0, (field, status[field])
+    assert status["NoNewPrivs"].strip() == "1"
+    assert status["Seccomp"].strip() == "2"  # a filter is installed
+    assert status["Uid"].split()[0] == "65532"
