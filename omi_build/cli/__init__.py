@@ -42,6 +42,9 @@ environment:
   OMI_DEBIAN_SNAPSHOT_URL  a snapshot mirror URL with {snapshot}, for build.base.snapshot
   OMI_DEBIAN_SECURITY_SNAPSHOT_URL
                            the same for the security archive (default: derived likewise)
+  OMI_NETWORK_TIMEOUT      seconds a mirror or index may stay silent before a try fails
+                           (default 15; a slow download that keeps moving never times out)
+  OMI_NETWORK_ATTEMPTS     tries of each download (default 3: a silent mirror fails in ~47 s)
 """
 
 _READS_ENVIRONMENT = frozenset({"lock", "build", "run", "test", "cache"})

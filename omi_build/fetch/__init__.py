@@ -13,6 +13,7 @@ True
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
@@ -26,12 +27,11 @@ from typing import IO, Any, Self
 
 from omi_build.errors import CacheError, FetchError
 from omi_build.progress import Progress, Silent
-from omi_build.settings import ssl_context
+from omi_build.settings import network_attempts, network_timeout_s, ssl_context
 
 _CHUNK = 1 << 20
-_ATTEMPTS = 3
-_TIMEOUT_S = 60
 _ABANDONED_AFTER_S = 24 * 3600
+_LOCAL_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 def _hex(digest: str) -> str:
@@ -210,16 +210,18 @@ class _Pool:
         self._idle: dict[tuple[str, str], list[Any]] = {}
         self._lock = threading.Lock()
 
-    def take(self, scheme: str, netloc: str) -> Any:
+    def take(self, scheme: str, netloc: str) -> tuple[Any, bool]:
+        """A connection to the origin, and whether it was kept alive from an earlier request."""
         import http.client  # noqa: PLC0415 - only downloads need it
 
         with self._lock:
             idle = self._idle.get((scheme, netloc))
             if idle:
-                return idle.pop()
+                return idle.pop(), True
+        timeout = network_timeout_s()  # per connect and per read: silence, not total time
         if scheme == "https":
-            return http.client.HTTPSConnection(netloc, timeout=_TIMEOUT_S, context=ssl_context())
-        return http.client.HTTPConnection(netloc, timeout=_TIMEOUT_S)
+            return http.client.HTTPSConnection(netloc, timeout=timeout, context=ssl_context()), False
+        return http.client.HTTPConnection(netloc, timeout=timeout), False
 
     def give_back(self, scheme: str, netloc: str, connection: Any) -> None:
         with self._lock:
@@ -265,15 +267,17 @@ def _open_pooled(url: str, redirects: int = 5) -> _Response:
 
     parts = urlsplit(url)
     path = parts.path + (f"?{parts.query}" if parts.query else "")
-    for attempt in range(2):  # a kept-alive connection the server closed meanwhile: one retry
-        connection = _POOL.take(parts.scheme, parts.netloc)
+    while True:
+        connection, reused = _POOL.take(parts.scheme, parts.netloc)
         try:
             connection.request("GET", path, headers={"User-Agent": "omi-build"})
             response = connection.getresponse()
             break
         except (http.client.HTTPException, OSError) as exc:
             connection.close()
-            if attempt:
+            # A kept-alive connection the server closed meanwhile: again on a new one. A new
+            # connection that fails is the attempt's failure (with_retries decides on more).
+            if not reused or isinstance(exc, TimeoutError):
                 msg = str(exc) or type(exc).__name__
                 raise ConnectionError(msg) from exc
     if response.status in {301, 302, 303, 307, 308} and redirects:
@@ -302,8 +306,10 @@ def open_url(url: str) -> IO[bytes]:
         raise FetchError(msg)
     if scheme in {"http", "https"} and scheme not in urllib.request.getproxies():
         return _open_pooled(url)  # type: ignore[return-value]
-    request = urllib.request.Request(url, headers={"User-Agent": "omi-build"})  # noqa: S310 - checked above
-    response: IO[bytes] = urllib.request.urlopen(request, timeout=_TIMEOUT_S, context=ssl_context())  # noqa: S310
+    request = urllib.request.Request(url, headers={"User-Agent": "omi-build"})  # noqa: S310
+    response: IO[bytes] = urllib.request.urlopen(  # noqa: S310 - checked above
+        request, timeout=network_timeout_s(), context=ssl_context()
+    )
     return response
 
 
@@ -311,11 +317,12 @@ def with_retries(what: str, url: str, action: Callable[[], None]) -> None:
     """Run a network action, retrying transient failures; raise FetchError naming `what`."""
     import urllib.error  # noqa: PLC0415
 
-    for attempt in range(1, _ATTEMPTS + 1):
+    attempts = network_attempts()
+    for attempt in range(1, attempts + 1):
         try:
             action()
         except urllib.error.HTTPError as exc:
-            if exc.code < 500 or attempt == _ATTEMPTS:
+            if exc.code < 500 or attempt == attempts:
                 msg = f"{what}: {url} answered HTTP {exc.code} {exc.reason}"
                 hint = (
                     "the file is gone from the mirror or index; run 'omi-build lock' to re-resolve"
@@ -323,14 +330,24 @@ def with_retries(what: str, url: str, action: Callable[[], None]) -> None:
                     else None
                 )
                 raise FetchError(msg, hint=hint) from exc
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            if attempt == _ATTEMPTS:
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+            if exc.errno in _LOCAL_ERRORS:
+                raise  # this machine's disk, not the network: no retry helps
+            if attempt == attempts:
                 reason = getattr(exc, "reason", exc)
-                msg = f"{what}: cannot reach {url}: {reason}"
+                silent = isinstance(reason, TimeoutError) or "timed out" in str(reason)
+                detail = (
+                    f"it did not answer within {network_timeout_s():g} s, {attempts} times"
+                    if silent
+                    else f"{reason}"
+                )
+                msg = f"{what}: cannot download {url}: {detail}"
                 raise FetchError(
                     msg,
-                    hint="check the network, or point OMI_DEBIAN_MIRROR or the package "
-                    "index at a reachable mirror",
+                    hint="check the network and that the mirror or index is up; point "
+                    "OMI_DEBIAN_MIRROR (Debian) or uv's index (wheels) at a reachable one, or give a "
+                    "slow one longer with OMI_NETWORK_TIMEOUT (seconds of silence, now "
+                    f"{network_timeout_s():g}) and OMI_NETWORK_ATTEMPTS",
                 ) from exc
         else:
             return

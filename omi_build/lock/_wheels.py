@@ -18,11 +18,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from omi_build import settings
 from omi_build.errors import LockError, ToolError
 
 # glibc of each Debian suite: the newest manylinux tag its wheels may carry.
 SUITE_GLIBC = {"bookworm": "2_36", "trixie": "2_41"}
 _UV_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
+# What uv prints when the index, not the requirements, is the problem.
+_NETWORK_SIGNS = (
+    "Failed to fetch", "error sending request", "timed out", "dns error", "Connection refused",
+    "Could not connect", "tcp connect error", "operation timed out", "Network unreachable",
+)  # fmt: skip
+_INDEX_HINT = (
+    "the package index could not be reached: check the network and uv's index configuration "
+    "(UV_INDEX_URL, UV_DEFAULT_INDEX or uv.toml) or targets.<name>.indexes; OMI_NETWORK_TIMEOUT "
+    "sets how long it may stay silent"
+)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -81,11 +92,28 @@ def _compile(
             command.append("--no-deps")
         for url in indexes:
             command += ["--extra-index-url", url]
-        env = {**os.environ, "UV_NO_PROGRESS": "1"}
-        result = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+        # uv's own timeouts (30 s, 3 retries) would let a silent index hold a build for minutes;
+        # it gets omi-build's unless the user set uv's, and the whole call has a deadline.
+        timeout, attempts = settings.network_timeout_s(), settings.network_attempts()
+        env = {
+            "UV_HTTP_TIMEOUT": str(max(1, round(timeout))),
+            "UV_HTTP_RETRIES": str(attempts - 1),
+            **os.environ,
+            "UV_NO_PROGRESS": "1",
+        }
+        deadline = max(120.0, 4 * timeout * attempts)
+        try:
+            result = subprocess.run(
+                command, capture_output=True, text=True, check=False, env=env, timeout=deadline
+            )
+        except subprocess.TimeoutExpired as exc:
+            msg = f"the package index did not answer uv within {deadline:.0f} s (linux/{arch})"
+            raise LockError(msg, hint=_INDEX_HINT) from exc
         if result.returncode != 0:
             detail = result.stderr.strip().replace("\n", "\n  ")
             msg = f"cannot resolve the Python requirements for linux/{arch}:\n  {detail}"
+            if any(sign in result.stderr for sign in _NETWORK_SIGNS):
+                raise LockError(msg, hint=_INDEX_HINT)
             raise LockError(
                 msg,
                 hint="each package needs a wheel for this platform and Python "

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -270,9 +273,45 @@ def test_unreachable_mirror_is_a_clear_error(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setenv("OMI_BUILD_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("OMI_DEBIAN_MIRROR", "http://127.0.0.1:9/debian")
     example = copy_example(tmp_path)
-    with pytest.raises(FetchError, match=r"cannot reach http://127\.0\.0\.1:9/debian") as exc:
+    with pytest.raises(FetchError, match=r"cannot download http://127\.0\.0\.1:9/debian") as exc:
         api.lock([str(example)])
     assert "OMI_DEBIAN_MIRROR" in (exc.value.hint or "")
+
+
+@pytest.mark.parametrize("timeout", [None, "1"])
+def test_a_mirror_that_never_answers_fails_in_under_a_minute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, timeout: str | None
+) -> None:
+    """It accepts connections and then stays silent: the default gives up in under a minute,
+    OMI_NETWORK_TIMEOUT sooner, and the error names the mirror and what to check."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.listen(64)
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                accepted.append(listener.accept()[0])  # held open, never answered
+
+    threading.Thread(target=accept, daemon=True).start()
+    port = listener.getsockname()[1]
+    monkeypatch.setenv("OMI_BUILD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("OMI_DEBIAN_MIRROR", f"http://127.0.0.1:{port}/debian")
+    if timeout:
+        monkeypatch.setenv("OMI_NETWORK_TIMEOUT", timeout)
+    example = copy_example(tmp_path)
+    started = time.monotonic()
+    try:
+        with pytest.raises(FetchError, match="did not answer within") as exc:
+            api.lock([str(example)])
+    finally:
+        listener.close()
+        for connection in accepted:
+            connection.close()
+    took = time.monotonic() - started
+    assert took < (10 if timeout else 60)
+    assert f"127.0.0.1:{port}" in str(exc.value)
+    assert "OMI_NETWORK_TIMEOUT" in (exc.value.hint or "")
 
 
 def _with(example: Path, old: str, new: str) -> None:

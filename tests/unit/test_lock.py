@@ -342,3 +342,28 @@ def test_lock_check_security_exits_3_when_an_update_exists(
     assert "bookworm-security has 3.0.99-1~deb12u1" in err.getvalue()
     assert "run 'omi-build lock'" in err.getvalue()
     assert main(["lock", "--security", str(iris)], out=out, err=err) == 2
+
+
+def test_an_unreachable_index_gets_a_network_hint_not_a_pin_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess  # noqa: PLC0415
+
+    seen: dict[str, str] = {}
+
+    def fake_run(command: list[str], **options: object) -> subprocess.CompletedProcess[str]:
+        env = options["env"]
+        assert isinstance(env, dict)
+        seen.update(env)
+        stderr = (
+            "error: Failed to fetch: `https://index.test/simple/numpy/`\n  Caused by: operation timed out"
+        )
+        return subprocess.CompletedProcess(command, 2, "", stderr)
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    monkeypatch.setenv("OMI_NETWORK_TIMEOUT", "7")
+    monkeypatch.delenv("UV_HTTP_TIMEOUT", raising=False)
+    with pytest.raises(LockError) as exc:
+        lock._wheels.resolve(["numpy"], arch="amd64", suite="bookworm", python_version="3.11")
+    assert "could not be reached" in (exc.value.hint or "")
+    assert "pin a version" not in (exc.value.hint or "")
+    assert seen["UV_HTTP_TIMEOUT"] == "7"
+    assert seen["UV_HTTP_RETRIES"] == "2"
