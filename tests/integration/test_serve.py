@@ -399,11 +399,16 @@ def test_omi_build_run_stops_cleanly_on_a_signal(
                         break
                 except grpc.RpcError:
                     time.sleep(0.1)
-        assert _listeners(port) == ["0100007F"]  # 127.0.0.1, not 0.0.0.0 or [::]
+        # 127.0.0.1 (gRPC may list it as ::ffff:127.0.0.1), never 0.0.0.0 or [::]
+        assert _listeners(port)
+        assert set(_listeners(port)) <= {"0100007F", "0000000000000000FFFF00000100007F"}
         process.send_signal(signum)
         output, _ = process.communicate(timeout=60)
     finally:
         process.kill()
+        process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
     assert process.returncode == 0, output
     assert '"event": "stopped"' in output
     after = set(
