@@ -35,15 +35,18 @@ def _build(example: Path, cache: Path, out: Path) -> tuple[float, float]:
     probe = (
         "import resource, subprocess, sys, time\n"
         "start = time.perf_counter()\n"
-        "subprocess.run(sys.argv[1:], check=True, capture_output=True)\n"
+        "built = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+        "if built.returncode: sys.exit(built.stderr)\n"
         "print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
     )
     env = {**os.environ, "OMI_BUILD_CACHE": str(cache)}
     env.pop("SOURCE_DATE_EPOCH", None)
     command = [str(TOOL), "build", str(example), "--output", str(out), "--platform", str(host_platform())]
     done = subprocess.run(
-        [sys.executable, "-c", probe, *command], check=True, capture_output=True, text=True, env=env
+        [sys.executable, "-c", probe, *command], check=False, capture_output=True, text=True, env=env
     )
+    if done.returncode != 0:
+        sys.exit(f"build failed:\n{done.stderr}")
     seconds, rss_kb = done.stdout.split()
     return float(seconds), int(rss_kb) / 1024
 
@@ -60,15 +63,15 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="omi-bench-weights-") as scratch:
         example = Path(scratch) / "iris"
         shutil.copytree(REPO / "examples/iris-sklearn", example, ignore=shutil.ignore_patterns("omi-out"))
+        out = Path(scratch) / "out"
+        _build(example, cache, Path(scratch) / "warm")  # downloads and the iris layers, once
+        _weights(example / "weights.bin", megabytes)
         manifest = example / "omi.yaml"
         manifest.write_text(
             manifest.read_text().replace(
                 "files: [model.py, model.npz]", "files: [model.py, model.npz, weights.bin]"
             )
         )
-        out = Path(scratch) / "out"
-        _build(example, cache, Path(scratch) / "warm")  # downloads and the iris layers, once
-        _weights(example / "weights.bin", megabytes)
         seconds, rss = _build(example, cache, out)
         print(f"build with {megabytes} MB of weights: {seconds:.1f} s, peak RSS {rss:.0f} MB")
         seconds, rss = _build(example, cache, out)
