@@ -123,7 +123,7 @@ def load_cached(path: str | os.PathLike[str], cache: Path) -> Manifest:
     file = manifest_file(path)
     raw = _read_capped(file)
     key = hashlib.sha256(f"{__version__}\0{file.resolve()}\0".encode() + raw)
-    key.update("\0".join(_listing(file.parent)).encode())
+    key.update("\0".join(_listing(file.parent)).encode("utf-8", "surrogateescape"))
     entry = cache / "manifests" / f"{key.hexdigest()}.json"
     try:
         cached: dict[str, Any] = json.loads(entry.read_text(encoding="utf-8"))

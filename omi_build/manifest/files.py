@@ -54,6 +54,14 @@ def problem_with(root: Path, relative: str, *, allow_links: bool = False) -> str
 
 def _culprit(root: Path, relative: str, *, allow_links: bool) -> tuple[str, str] | None:
     """The first part of `relative` that cannot be read into an image, and why."""
+    try:
+        relative.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = relative.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        return (
+            shown,
+            "has a name that is not UTF-8 (image layers and the serving config need UTF-8); rename it",
+        )
     parts = PurePosixPath(relative).parts
     current = root
     for index, part in enumerate(parts):

@@ -156,3 +156,27 @@ def test_streamed_hash_matches_and_reads_in_chunks(tmp_path: Path) -> None:
     import hashlib  # noqa: PLC0415
 
     assert files.sha256_inside(tmp_path, "big.bin") == "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def test_a_file_name_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    package = _package(tmp_path, '[model.py, model.npz, "data/*"]')
+    (package / "data").mkdir()
+    (package / "data" / "ok.bin").write_bytes(b"x")
+    os.close(os.open(os.fsencode(package / "data") + b"/caf\xe9.bin", os.O_CREAT | os.O_WRONLY, 0o644))
+    code, err = _validate(package)
+    assert code == 2
+    assert "is not UTF-8" in err
+    assert "Traceback" not in err
+
+
+def test_building_a_package_with_a_name_that_is_not_utf8_is_a_located_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OMI_BUILD_CACHE", str(tmp_path / "cache"))
+    package = _package(tmp_path, "[model.py, model.npz]")
+    os.close(os.open(os.fsencode(package) + b"/caf\xe9.bin", os.O_CREAT | os.O_WRONLY, 0o644))
+    text = (package / "omi.yaml").read_text(encoding="utf-8").replace("model.npz]", 'model.npz, "*.bin"]')
+    (package / "omi.yaml").write_text(text, encoding="utf-8")
+    code, err = _build(package, tmp_path)
+    assert code == 2
+    assert "is not UTF-8" in err
