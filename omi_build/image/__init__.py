@@ -70,11 +70,15 @@ def created(epoch: int) -> str:
 def oci_annotations(manifest: Manifest, epoch: int) -> dict[str, str]:
     """OCI and Open Model Interface annotations (see PROTOCOLS.md)."""
     meta = manifest.metadata
-    interfaces = []
+    # Each interface with the protocol versions it speaks: KServe's Open Inference Protocol v2
+    # and Modzy's Open Model Interface v1.
+    interfaces, protocols = [], []
     if "oip-v2" in manifest.serving.protocols:
         interfaces.append("kfserving")
+        protocols.append(["v2"])
     if "omi-v1" in manifest.serving.protocols:
         interfaces.append("modzy")
+        protocols.append(["v1"])
     values = {
         "org.opencontainers.image.title": meta.name,
         "org.opencontainers.image.version": meta.version,
@@ -83,7 +87,7 @@ def oci_annotations(manifest: Manifest, epoch: int) -> dict[str, str]:
         "org.opencontainers.image.authors": ", ".join(meta.authors),
         "org.opencontainers.image.licenses": meta.license or "",
         "ml.openmodel.interfaces": json.dumps(interfaces, separators=(",", ":")),
-        "ml.openmodel.protocols": json.dumps([["v2"] for _ in interfaces], separators=(",", ":")),
+        "ml.openmodel.protocols": json.dumps(protocols, separators=(",", ":")),
         "ml.openmodel.port": str(manifest.serving.port),
         "ml.openml.model_name": meta.name,
     }

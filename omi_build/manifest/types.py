@@ -97,6 +97,7 @@ class Timeouts:
     startup_s: float = 300.0
     request_s: float = 60.0
     drain_s: float = 30.0
+    stream_idle_s: float = 60.0
 
 
 @dataclass(**_FROZEN)

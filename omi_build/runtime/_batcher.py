@@ -72,7 +72,8 @@ class Batcher:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._executor.shutdown(wait=True)
+        # Not wait=True: a model call still running must not hold the exit past drain_s.
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     def arriving(self) -> _Arrival:
         """Mark a request that is being decoded, so a forming batch may wait for it."""

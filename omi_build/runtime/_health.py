@@ -11,6 +11,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 
 from ._generated import health_pb2, health_pb2_grpc, reflection_pb2_grpc
 from ._generated import reflection_pb2 as rpb
+from ._limits import short
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -33,7 +34,7 @@ class HealthService(health_pb2_grpc.HealthServicer):
         self, request: health_pb2.HealthCheckRequest, context: Any
     ) -> health_pb2.HealthCheckResponse:
         if request.service not in self._names:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service '{request.service}'")
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service '{short(request.service)}'")
         return health_pb2.HealthCheckResponse(status=self._status)
 
     async def List(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,6 +14,7 @@ import numpy as np
 from ._batcher import Arrays, ModelError
 from ._generated import grpc_predict_v2_pb2 as pb
 from ._generated import grpc_predict_v2_pb2_grpc as pb_grpc
+from ._limits import Rejected, answer_bytes, short
 from ._model import Config
 from ._tensors import (
     TensorError,
@@ -24,15 +27,11 @@ from ._tensors import (
 )
 
 SERVER_NAME = "omi-build"
+STREAM_BUFFER = 4  # responses a stream's generator may run ahead of its client
 EXTENSIONS = ["model_repository_readonly", "streaming"]
 
 
-class RejectedError(Exception):
-    """A request refused before the model saw it: a gRPC status and a message."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+RejectedError = Rejected  # one type for every status answered before or instead of the model
 
 
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
@@ -42,6 +41,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         self._version = version
         self._inputs = {spec.name: spec for spec in config.inputs}
         self._outputs = {spec.name: spec for spec in config.outputs}
+        self._max_message = int(config.serving["max_message_bytes"])
 
     # -- health and metadata ---------------------------------------------------------------
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
@@ -78,22 +78,22 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         if name != self._config.name:
             await context.abort(
                 grpc.StatusCode.NOT_FOUND,
-                f"no model '{name}'; this server serves '{self._config.name}'",
+                f"no model '{short(name)}'; this server serves '{self._config.name}'",
             )
         if version and version != self._config.version:
             await context.abort(
                 grpc.StatusCode.NOT_FOUND,
-                f"model '{name}' has no version '{version}'; it has '{self._config.version}'",
+                f"model '{short(name)}' has no version '{short(version)}'; it has '{self._config.version}'",
             )
 
     # -- inference -------------------------------------------------------------------------
     def decode(self, request: pb.ModelInferRequest) -> tuple[Arrays, int, list[str]]:
         """Checked numpy inputs, the batch size, and the outputs to return."""
         if request.model_name != self._config.name:
-            msg = f"no model '{request.model_name}'; this server serves '{self._config.name}'"
+            msg = f"no model '{short(request.model_name)}'; this server serves '{self._config.name}'"
             raise RejectedError(grpc.StatusCode.NOT_FOUND, msg)
         if request.model_version and request.model_version != self._config.version:
-            msg = f"model '{request.model_name}' has no version '{request.model_version}'"
+            msg = f"model '{short(request.model_name)}' has no version '{short(request.model_version)}'"
             raise RejectedError(grpc.StatusCode.NOT_FOUND, msg)
         raw = request.raw_input_contents
         if raw and len(raw) != len(request.inputs):
@@ -109,12 +109,12 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 known = ", ".join(self._inputs)
                 raise RejectedError(
                     grpc.StatusCode.INVALID_ARGUMENT,
-                    f"unknown input '{tensor.name}'; the model takes: {known}",
+                    f"unknown input '{short(tensor.name)}'; the model takes: {known}",
                 )
             if tensor.name in arrays:
                 raise RejectedError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{tensor.name}' is given twice")
             if tensor.datatype != spec.datatype:
-                given = tensor.datatype or "untyped"
+                given = short(tensor.datatype) or "untyped"
                 msg = f"input '{tensor.name}' is {given}, but the model takes {spec.datatype}"
                 raise RejectedError(grpc.StatusCode.INVALID_ARGUMENT, msg)
             has_contents = tensor.HasField("contents") and tensor.contents.ByteSize() > 0
@@ -142,9 +142,22 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 known = ", ".join(self._outputs)
                 raise RejectedError(
                     grpc.StatusCode.INVALID_ARGUMENT,
-                    f"unknown output '{name}'; the model gives: {known}",
+                    f"unknown output '{short(name)}'; the model gives: {known}",
                 )
-        return arrays, (rows.pop() if rows else 1), wanted or list(self._outputs)
+        if len(set(wanted)) != len(wanted):
+            twice = sorted({name for name in wanted if wanted.count(name) > 1})
+            msg = f"output(s) {', '.join(twice)} asked for more than once; ask for each once"
+            raise RejectedError(grpc.StatusCode.INVALID_ARGUMENT, msg)
+        batch = rows.pop() if rows else 1
+        chosen = wanted or list(self._outputs)
+        expected = answer_bytes([(self._outputs[n].shape, self._outputs[n].datatype) for n in chosen], batch)
+        if expected > self._max_message:
+            msg = (
+                f"the answer for {batch} rows would be at least {expected:,} bytes, over the "
+                f"server's limit of {self._max_message:,} (serving.max_message_bytes); send fewer rows"
+            )
+            raise RejectedError(grpc.StatusCode.RESOURCE_EXHAUSTED, msg)
+        return arrays, batch, chosen
 
     def encode(
         self, request: pb.ModelInferRequest, outputs: Arrays, wanted: list[str]
@@ -168,15 +181,15 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         await context.abort(exc.code, str(exc))
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
-        if not self._state.ready:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "the model is not ready")
+        if not self._state.loaded:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the model is not loaded yet")
         try:
-            with self._state.batcher.arriving():
-                arrays, rows, wanted = self.decode(request)
+            with self._state.gate.admit():
+                with self._state.batcher.arriving():
+                    arrays, rows, wanted = self.decode(request)
+                outputs = await self._state.deadlines.run(self._state.batcher.predict(arrays, rows))
         except RejectedError as exc:
             await self._abort(context, exc)
-        try:
-            outputs = await self._state.batcher.predict(arrays, rows)
         except ModelError as exc:
             self._state.log("model_error", level="error", message=str(exc))
             await context.abort(grpc.StatusCode.INTERNAL, str(exc))
@@ -185,46 +198,108 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Any
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        async for request in request_iterator:
+        """One stream is one slot of max_in_flight for its whole life; it ends when its client
+        sends nothing for stream_idle_s, and each request's responses get request_s."""
+        if not self._state.loaded:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the model is not loaded yet")
+        with contextlib.ExitStack() as admitted:
             try:
-                arrays, rows, wanted = self.decode(request)
+                admitted.enter_context(self._state.gate.admit())
             except RejectedError as exc:
-                yield pb.ModelStreamInferResponse(error_message=str(exc))
-                continue
-            try:
-                async for outputs in self._stream(arrays, rows):
-                    yield pb.ModelStreamInferResponse(infer_response=self.encode(request, outputs, wanted))
-            except ModelError as exc:
-                self._state.log("model_error", level="error", message=str(exc))
-                yield pb.ModelStreamInferResponse(error_message=str(exc))
+                await self._abort(context, exc)
+            requests = aiter(request_iterator)
+            while True:
+                try:
+                    request = await asyncio.wait_for(anext(requests), self._state.stream_idle_s)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    idle = f"no request on this stream for {self._state.stream_idle_s:g} s (stream_idle_s)"
+                    await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, idle)
+                try:
+                    arrays, rows, wanted = self.decode(request)
+                except RejectedError as exc:
+                    yield pb.ModelStreamInferResponse(error_message=str(exc))
+                    continue
+                try:
+                    async for outputs in self._stream(arrays, rows):
+                        yield pb.ModelStreamInferResponse(
+                            infer_response=self.encode(request, outputs, wanted)
+                        )
+                except ModelError as exc:
+                    self._state.log("model_error", level="error", message=str(exc))
+                    yield pb.ModelStreamInferResponse(error_message=str(exc))
+                except RejectedError as exc:
+                    yield pb.ModelStreamInferResponse(error_message=str(exc))
 
     async def _stream(self, arrays: Arrays, rows: int) -> AsyncIterator[Arrays]:
-        """A streaming model's responses as it yields them; otherwise one predict."""
+        """A streaming model's responses as it yields them; otherwise one predict.
+
+        The generator runs on the stream pool (never the batcher's workers, so a long stream
+        cannot starve unary requests), at most STREAM_BUFFER responses ahead of what the
+        client has taken, and stops at its next item once the client cancels, disconnects or
+        request_s passes."""
         generate = getattr(self._state.model, "predict_stream", None)
         if not callable(generate):
-            yield await self._state.batcher.predict(arrays, rows)
+            yield await self._state.deadlines.run(self._state.batcher.predict(arrays, rows))
             return
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=STREAM_BUFFER)
+        stopped = threading.Event()
+
+        def hand_over(kind: str, value: Any) -> bool:
+            """Put one item, waiting while the queue is full; False once the consumer left."""
+            future = asyncio.run_coroutine_threadsafe(queue.put((kind, value)), loop)
+            while not stopped.is_set():
+                try:
+                    future.result(timeout=0.1)
+                except TimeoutError:
+                    continue
+                except Exception:  # noqa: BLE001 - the loop closed: nobody is reading
+                    return False
+                return True
+            future.cancel()
+            return False
 
         def produce() -> None:
+            items = generate(arrays)
             try:
-                for item in generate(arrays):
-                    loop.call_soon_threadsafe(queue.put_nowait, ("item", item))
+                for item in items:
+                    if stopped.is_set() or not hand_over("item", item):
+                        return
             except Exception as exc:  # noqa: BLE001 - any model failure ends this request only
-                loop.call_soon_threadsafe(
-                    queue.put_nowait, ("error", f"the model raised {type(exc).__name__}: {exc}")
-                )
-            loop.call_soon_threadsafe(queue.put_nowait, ("end", None))
-
-        loop.run_in_executor(self._state.batcher.executor, produce)
-        while True:
-            kind, value = await queue.get()
-            if kind == "end":
+                hand_over("error", f"the model raised {type(exc).__name__}: {exc}")
                 return
-            if kind == "error":
-                raise ModelError(value)
-            yield self._conform(value)
+            finally:
+                close = getattr(items, "close", None)
+                if callable(close):
+                    close()  # runs the generator's finally blocks
+            hand_over("end", None)
+
+        producing = loop.run_in_executor(self._state.streams, produce)
+        deadline = loop.time() + self._state.deadlines.request_s
+        try:
+            while True:
+                remaining = deadline - loop.time()
+                if self._state.deadlines.expired.is_set():
+                    msg = "the server is shutting down and its drain time passed; retry"
+                    raise RejectedError(grpc.StatusCode.UNAVAILABLE, msg)
+                if remaining <= 0:
+                    limit = self._state.deadlines.request_s
+                    msg = f"the stream did not finish within serving.timeouts.request_s ({limit:g} s)"
+                    raise RejectedError(grpc.StatusCode.DEADLINE_EXCEEDED, msg)
+                try:  # a short wait, so the end of the drain is noticed too
+                    kind, value = await asyncio.wait_for(queue.get(), min(remaining, 0.5))
+                except TimeoutError:
+                    continue
+                if kind == "end":
+                    return
+                if kind == "error":
+                    raise ModelError(value)
+                yield self._conform(value)
+        finally:
+            stopped.set()  # cancelled, disconnected, timed out or done: the producer stops
+            producing.cancel()
 
     def _conform(self, value: Any) -> Arrays:
         if not isinstance(value, dict):

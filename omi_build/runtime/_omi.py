@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -20,10 +21,64 @@ import numpy as np
 from ._batcher import Arrays, ModelError
 from ._generated import model2_template_pb2 as pb
 from ._generated import model2_template_pb2_grpc as pb_grpc
+from ._limits import Rejected, short
 from ._model import Config, TensorSpec
 from ._tensors import DTYPES, TensorError, check_shape
 
 _NPY_MAGIC = b"\x93NUMPY"
+
+
+_NUMERIC_KINDS = frozenset("biuf")  # bool, signed, unsigned, float: never complex, dates or objects
+_MAX_JSON_NESTING = 32  # deeper than any tensor; json.loads itself fails near 1,000
+
+
+def _npy(spec: TensorSpec, data: bytes) -> np.ndarray:
+    """A .npy item, its header checked before any array is made: its dtype must be real and
+    numeric, and its declared shape must fit the bytes actually sent (a header may claim 4 TiB)."""
+    stream = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(stream)
+        read_header = (
+            np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        )
+        shape, fortran, dtype = read_header(stream)
+    except (ValueError, TypeError, SyntaxError, OverflowError) as exc:
+        msg = f"input '{spec.name}' is not a readable .npy file: {short(exc, 200)}"
+        raise TensorError(msg) from None
+    if dtype.kind not in _NUMERIC_KINDS or dtype.hasobject:
+        msg = f"input '{spec.name}' is a .npy of {dtype}; the model takes {spec.datatype} (real numbers)"
+        raise TensorError(msg)
+    count = 1
+    for dimension in shape:
+        count *= int(dimension)
+    if count * dtype.itemsize > len(data):
+        msg = f"input '{spec.name}': the .npy header declares shape {tuple(shape)}, more than the bytes sent"
+        raise TensorError(msg)
+    _ = fortran
+    loaded: np.ndarray = np.load(io.BytesIO(data), allow_pickle=False)
+    return loaded
+
+
+def _depth(text: bytes) -> int:
+    """How deeply a JSON text nests brackets (strings skipped), without parsing it."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in {0x5B, 0x7B}:
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in {0x5D, 0x7D}:
+            depth -= 1
+    return deepest
 
 
 def _item_array(spec: TensorSpec, data: bytes) -> np.ndarray:
@@ -37,26 +92,49 @@ def _item_array(spec: TensorSpec, data: bytes) -> np.ndarray:
         return array.reshape((1,) * len(spec.shape))
     try:
         if data.startswith(_NPY_MAGIC):
-            value = np.load(io.BytesIO(data), allow_pickle=False)
+            value = _npy(spec, data)
         else:
+            if _depth(data) > _MAX_JSON_NESTING:
+                msg = f"input '{spec.name}' nests deeper than {_MAX_JSON_NESTING} levels"
+                raise TensorError(msg)
             value = np.asarray(json.loads(data))
+            if value.dtype.kind not in _NUMERIC_KINDS:
+                msg = f"input '{spec.name}' is not an array of numbers"
+                raise TensorError(msg)
         array = np.asarray(value, dtype=DTYPES[spec.datatype])[np.newaxis, ...]
-    except (ValueError, TypeError, OverflowError) as exc:
-        msg = f"input '{spec.name}' is not a JSON array or .npy of {spec.datatype}: {exc}"
+    except (ValueError, TypeError, OverflowError, RecursionError, MemoryError) as exc:
+        msg = f"input '{spec.name}' is not a JSON array or .npy of {spec.datatype}: {short(exc, 200)}"
         raise TensorError(msg) from None
     check_shape(spec, array.shape)
     return array
 
 
 def _json_value(value: Any) -> Any:
-    """An output (or one item of it) as JSON: numbers, lists, and text for BYTES."""
+    """An output (or one item of it) as strict JSON: numbers, lists, text for BYTES, and null
+    for NaN and infinities (JSON has none; JavaScript's and Go's parsers reject `NaN`)."""
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     if isinstance(value, np.ndarray):
-        return [_json_value(item) for item in value] if value.dtype == object else value.tolist()
+        if value.dtype == object:
+            return [_json_value(item) for item in value]
+        if value.dtype.kind in "fc" and not np.isfinite(value).all():
+            return _finite(value.tolist())
+        return value.tolist()
     if isinstance(value, np.generic):
-        return value.item()
+        return _finite(value.item())
+    return _finite(value)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
     return value
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, allow_nan=False).encode()
 
 
 class ModzyService(pb_grpc.ModzyModelServicer):
@@ -65,6 +143,9 @@ class ModzyService(pb_grpc.ModzyModelServicer):
         self._state = state
         self._shutdown = shutdown
         self._inputs = {spec.name: spec for spec in config.inputs}
+        # Items of one Run: each is a model call, so a few bytes of request cannot ask for
+        # hundreds of thousands of them.
+        self._max_items = 64 * max(1, int(config.serving["batching"]["max_batch_size"]))
 
     async def Status(self, request: pb.StatusRequest, context: Any) -> pb.StatusResponse:
         raw = self._config.raw["model"]
@@ -111,6 +192,12 @@ class ModzyService(pb_grpc.ModzyModelServicer):
         if not request.inputs:
             msg = "the request has no inputs; send at least one item"
             raise TensorError(msg)
+        if len(request.inputs) > self._max_items:
+            msg = (
+                f"the request has {len(request.inputs):,} items; one Run takes at most "
+                f"{self._max_items:,} (64 x serving.batching.max_batch_size): send several"
+            )
+            raise TensorError(msg)
         items = []
         for index, item in enumerate(request.inputs):
             keys = set(item.input)
@@ -118,7 +205,7 @@ class ModzyService(pb_grpc.ModzyModelServicer):
             missing = sorted(set(self._inputs) - keys)
             if unknown:
                 msg = (
-                    f"item {index}: unknown input(s) {', '.join(unknown)}; "
+                    f"item {index}: unknown input(s) {short(', '.join(unknown))}; "
                     f"the model takes: {', '.join(self._inputs)}"
                 )
                 raise TensorError(msg)
@@ -138,17 +225,20 @@ class ModzyService(pb_grpc.ModzyModelServicer):
         function = getattr(self._state.model, method)
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(self._state.batcher.executor, function, inputs)
-        return json.dumps(result, default=_json_value).encode()
+        return json.dumps(_json_value(result) if isinstance(result, np.ndarray) else result,
+                          default=_json_value, allow_nan=False).encode()  # fmt: skip
 
     async def _run_item(self, inputs: Arrays, request: pb.RunRequest) -> pb.OutputItem:
         try:
-            outputs = await self._state.batcher.predict(inputs, 1)
+            outputs = await self._state.deadlines.run(self._state.batcher.predict(inputs, 1))
         except ModelError as exc:
             self._state.log("model_error", level="error", message=str(exc))
             return pb.OutputItem(output={"error": str(exc).encode()}, success=False)
+        except Rejected as exc:
+            return pb.OutputItem(output={"error": str(exc).encode()}, success=False)
         values = {name: _json_value(array[0] if array.ndim else array) for name, array in outputs.items()}
-        output = {name: json.dumps(value).encode() for name, value in values.items()}
-        output["results.json"] = json.dumps(values).encode()
+        output = {name: _dumps(value) for name, value in values.items()}
+        output["results.json"] = _dumps(values)
         for flag, method in (("explain", "explain"), ("detect_drift", "detect_drift")):
             if not getattr(request, flag):
                 continue
@@ -163,8 +253,17 @@ class ModzyService(pb_grpc.ModzyModelServicer):
         return pb.OutputItem(output=output, success=True)
 
     async def Run(self, request: pb.RunRequest, context: Any) -> pb.RunResponse:
-        if not self._state.ready:
-            return pb.RunResponse(status_code=503, status="Unavailable", message="the model is not ready")
+        if not self._state.loaded:
+            return pb.RunResponse(
+                status_code=503, status="Unavailable", message="the model is not loaded yet"
+            )
+        try:
+            with self._state.gate.admit():
+                return await self._run(request)
+        except Rejected as exc:
+            return pb.RunResponse(status_code=429, status="Too Many Requests", message=str(exc))
+
+    async def _run(self, request: pb.RunRequest) -> pb.RunResponse:
         try:
             with self._state.batcher.arriving():
                 items = self._decode(request)

@@ -7,6 +7,8 @@ import json
 import os
 import signal
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,9 +18,11 @@ import grpc
 
 from ._batcher import Batcher
 from ._health import NOT_SERVING, SERVING, HealthService, ReflectionService, add_reflection
+from ._limits import Deadlines, DecodeGuard, Gate, short
 from ._model import Config, StartupError, load_model, read_config, verify_files
 
 RUNTIME_VERSION = "1"
+_LOG_FIELD = 1000  # characters of one log field: a client's 1 MB name costs one short line
 OIP_SERVICE = "inference.GRPCInferenceService"
 OMI_SERVICE = "ModzyModel"
 
@@ -38,16 +42,30 @@ class State:
     """What the services share: the model once loaded, and whether it may serve."""
 
     log_stream: TextIO = field(default_factory=lambda: sys.stderr)
-    ready: bool = False
+    ready: bool = False  # what health says: SERVING only between loading and draining
     model: Any = None
     batcher: Any = None
+    gate: Gate = field(default_factory=lambda: Gate(256))
+    deadlines: Deadlines = field(default_factory=lambda: Deadlines(60.0))
+    streams: ThreadPoolExecutor | None = None  # stream generators: never the batcher's workers
+    stream_idle_s: float = 60.0
+
+    @property
+    def loaded(self) -> bool:
+        """Whether model calls can be made: true from loading to exit, draining included, so
+        requests already received when SIGTERM came are answered, not refused."""
+        return self.batcher is not None
 
     def log(self, event: str, *, level: str = "info", **fields: Any) -> None:
+        bounded = {
+            key: short(value, _LOG_FIELD) if isinstance(value, str) else value
+            for key, value in fields.items()
+        }
         record = {
             "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "level": level,
             "event": event,
-            **fields,
+            **bounded,
         }
         self.log_stream.write(json.dumps(record, default=str) + "\n")
         self.log_stream.flush()
@@ -81,13 +99,23 @@ async def serve(
         return 1
     serving = config.serving
     limit = int(serving["max_message_bytes"])
+    max_in_flight = int(serving["concurrency"]["max_in_flight"])
+    timeouts = serving["timeouts"]
+    state.gate = Gate(max_in_flight)
+    state.deadlines = Deadlines(float(timeouts["request_s"]))
+    state.stream_idle_s = float(timeouts.get("stream_idle_s", 60.0))
+    workers = int(serving["concurrency"]["workers"])
+    state.streams = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="model-stream")
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
             ("grpc.so_reuseport", 0),
         ],
-        maximum_concurrent_rpcs=int(serving["concurrency"]["max_in_flight"]),
+        interceptors=[DecodeGuard()],
+        # The model's limit is the Gate (RESOURCE_EXHAUSTED, health exempt); grpcio's own,
+        # which would cancel health checks too, is only a backstop far above it.
+        maximum_concurrent_rpcs=max(4 * max_in_flight, max_in_flight + 1024),
     )
     protocols = serving["protocols"]
     services = [s for s, p in ((OMI_SERVICE, "omi-v1"), (OIP_SERVICE, "oip-v2")) if p in protocols]
@@ -151,10 +179,19 @@ async def serve(
     state.ready = False
     health.set(NOT_SERVING)
     drain = float(serving["timeouts"]["drain_s"])
-    state.log("draining", grace_s=drain)
+    state.log("draining", grace_s=drain, in_flight=state.gate.inflight)
     await asyncio.sleep(0.05)  # let a Shutdown RPC's answer leave before the port closes
-    await server.stop(grace=drain)
+
+    async def end_of_drain() -> None:
+        await asyncio.sleep(drain)
+        state.deadlines.expired.set()  # what still waits is answered UNAVAILABLE now
+
+    timer = asyncio.create_task(end_of_drain())
+    # New calls are refused from here; received ones run until answered, or until drain_s.
+    await server.stop(grace=drain + 1.0)
+    timer.cancel()
     await state.batcher.stop()
+    state.streams.shutdown(wait=False, cancel_futures=True)
     state.log("stopped")
     return 0
 
@@ -163,6 +200,13 @@ def run(
     config_path: Path, *, port: int | None = None, host: str = "[::]", model_dir: Path | None = None
 ) -> int:
     try:
-        return asyncio.run(serve(config_path, port=port, host=host, model_dir=model_dir))
+        code = asyncio.run(serve(config_path, port=port, host=host, model_dir=model_dir))
     except KeyboardInterrupt:
-        return 130
+        code = 130
+    if any(thread.name.startswith("model") for thread in threading.enumerate() if thread.is_alive()):
+        # A model call still running past drain_s: Python cannot stop its thread, and waiting
+        # for it would let the model, not drain_s, decide when the process exits.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code

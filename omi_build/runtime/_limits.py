@@ -1,0 +1,196 @@
+"""Bounds on what one client can make the server do: admission, time, size and echoed text.
+
+- Model work (OIP ModelInfer and ModelStreamInfer, OMI Run) is admitted up to
+  `serving.concurrency.max_in_flight` at once; more get RESOURCE_EXHAUSTED at once, which
+  clients retry. Health, reflection, metadata and OMI Status are never counted, so a
+  Kubernetes probe answers whatever the model's queue holds.
+- Every model call has `serving.timeouts.request_s` (DEADLINE_EXCEEDED), and past
+  `drain_s` on shutdown whatever still waits is answered UNAVAILABLE.
+- A message that does not decode is INVALID_ARGUMENT (grpcio's default is UNKNOWN).
+- Messages quote at most a short prefix of any client string.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.message import DecodeError
+
+T = TypeVar("T")
+_QUOTED = 64
+
+
+def short(text: object, limit: int = _QUOTED) -> str:
+    """A client's string as a message may quote it: at most `limit` characters."""
+    value = str(text)
+    return value if len(value) <= limit else f"{value[:limit]}... ({len(value)} characters)"
+
+
+class Rejected(Exception):  # noqa: N818 - a status to answer with, not a failure of the server
+    """A request answered with a gRPC status before or instead of the model's answer."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Gate:
+    """Admits at most `limit` model calls at once; the rest are refused, never queued."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(1, limit)
+        self.inflight = 0
+
+    @contextlib.contextmanager
+    def admit(self) -> Iterator[None]:
+        if self.inflight >= self.limit:
+            msg = f"the server is at its limit of {self.limit} requests in flight; retry shortly"
+            raise Rejected(grpc.StatusCode.RESOURCE_EXHAUSTED, msg)
+        self.inflight += 1
+        try:
+            yield
+        finally:
+            self.inflight -= 1
+
+
+class Deadlines:
+    """request_s for every model call, and the end of the drain for those still waiting."""
+
+    def __init__(self, request_s: float) -> None:
+        self.request_s = request_s
+        self.expired = asyncio.Event()  # set when drain_s has passed on shutdown
+
+    async def run(self, awaitable: Awaitable[T]) -> T:
+        task = asyncio.ensure_future(awaitable)
+        expired = asyncio.ensure_future(self.expired.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {task, expired}, timeout=self.request_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        except asyncio.CancelledError:  # the client went away
+            task.cancel()
+            raise
+        finally:
+            expired.cancel()
+        if task in done:
+            return task.result()
+        # A batch not yet started drops the request; a model call already running in a
+        # thread runs to its end (Python cannot stop a thread) and its answer is discarded.
+        task.cancel()
+        if expired in done:
+            msg = "the server is shutting down and its drain time passed before the model answered; retry"
+            raise Rejected(grpc.StatusCode.UNAVAILABLE, msg)
+        msg = f"the model did not answer within serving.timeouts.request_s ({self.request_s:g} s)"
+        raise Rejected(grpc.StatusCode.DEADLINE_EXCEEDED, msg)
+
+
+class _Undecodable:
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _guarded(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def safe(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except (DecodeError, ValueError, RuntimeError) as exc:
+            return _Undecodable(exc)
+
+    return safe
+
+
+_UNDECODABLE = "the request is not a valid protobuf message of this method's type"
+
+
+async def _refuse(context: Any) -> None:
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _UNDECODABLE)
+
+
+def _unary_request(behavior: Callable[..., Any]) -> Callable[..., Any]:
+    async def call(request: Any, context: Any) -> Any:
+        if isinstance(request, _Undecodable):
+            await _refuse(context)
+        return await behavior(request, context)
+
+    return call
+
+
+def _unary_request_stream(behavior: Callable[..., Any]) -> Callable[..., Any]:
+    async def call(request: Any, context: Any) -> AsyncIterator[Any]:
+        if isinstance(request, _Undecodable):
+            await _refuse(context)
+        async for response in behavior(request, context):
+            yield response
+
+    return call
+
+
+def _checked_requests(requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+    async def each() -> AsyncIterator[Any]:
+        async for request in requests:
+            if isinstance(request, _Undecodable):
+                await _refuse(context)
+            yield request
+
+    return each()
+
+
+def _stream_request(behavior: Callable[..., Any], streams_back: bool) -> Callable[..., Any]:
+    if streams_back:
+
+        async def both(requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+            async for response in behavior(_checked_requests(requests, context), context):
+                yield response
+
+        return both
+
+    async def one(requests: AsyncIterator[Any], context: Any) -> Any:
+        return await behavior(_checked_requests(requests, context), context)
+
+    return one
+
+
+class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Undecodable request messages become INVALID_ARGUMENT instead of grpcio's UNKNOWN."""
+
+    async def intercept_service(self, continuation: Callable[..., Any], details: Any) -> Any:
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        replacements: dict[str, Any] = {"request_deserializer": _guarded(handler.request_deserializer)}
+        if handler.unary_unary is not None:
+            replacements["unary_unary"] = _unary_request(handler.unary_unary)
+        elif handler.unary_stream is not None:
+            replacements["unary_stream"] = _unary_request_stream(handler.unary_stream)
+        elif handler.stream_unary is not None:
+            replacements["stream_unary"] = _stream_request(handler.stream_unary, streams_back=False)
+        elif handler.stream_stream is not None:
+            replacements["stream_stream"] = _stream_request(handler.stream_stream, streams_back=True)
+        return handler._replace(**replacements)
+
+
+# Bytes per element of each datatype as the answer carries it (BYTES: a 4-byte length at least).
+_ELEMENT_BYTES = {
+    "BOOL": 1, "UINT8": 1, "INT8": 1, "UINT16": 2, "INT16": 2, "FP16": 2, "UINT32": 4, "INT32": 4,
+    "FP32": 4, "UINT64": 8, "INT64": 8, "FP64": 8, "BYTES": 4,
+}  # fmt: skip
+
+
+def answer_bytes(shapes: list[tuple[tuple[int, ...], str]], rows: int) -> int:
+    """A lower bound of the answer's size: the declared shapes (a free dimension past the
+    batch counts 1) for `rows` rows. Above max_message_bytes the answer could never be sent,
+    so the request is refused before the model runs."""
+    total = 0
+    for shape, datatype in shapes:
+        per_row = 1
+        for dimension in shape[1:]:
+            per_row *= max(1, dimension)
+        total += rows * per_row * _ELEMENT_BYTES.get(datatype, 1)
+    return total
