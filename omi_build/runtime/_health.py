@@ -120,10 +120,7 @@ def add_reflection(server: Any, service: ReflectionService) -> None:
         request_deserializer=rpb.ServerReflectionRequest.FromString,
         response_serializer=rpb.ServerReflectionResponse.SerializeToString,
     )
-    server.add_generic_rpc_handlers(
-        (
-            grpc.method_handlers_generic_handler(
-                "grpc.reflection.v1alpha.ServerReflection", {"ServerReflectionInfo": handler}
-            ),
-        )
+    # `server` is the Guarded registrar (see _limits), which registers a service both ways.
+    server.add_registered_method_handlers(
+        "grpc.reflection.v1alpha.ServerReflection", {"ServerReflectionInfo": handler}
     )

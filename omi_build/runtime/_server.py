@@ -18,7 +18,7 @@ import grpc
 
 from ._batcher import Batcher
 from ._health import NOT_SERVING, SERVING, HealthService, ReflectionService, add_reflection
-from ._limits import Deadlines, DecodeGuard, Gate, short
+from ._limits import Deadlines, Gate, Guarded, short
 from ._model import Config, StartupError, load_model, read_config, verify_files
 
 RUNTIME_VERSION = "1"
@@ -112,7 +112,6 @@ async def serve(
             ("grpc.max_send_message_length", limit),
             ("grpc.so_reuseport", 0),
         ],
-        interceptors=[DecodeGuard()],
         # The model's limit is the Gate (RESOURCE_EXHAUSTED, health exempt); grpcio's own,
         # which would cancel health checks too, is only a backstop far above it.
         maximum_concurrent_rpcs=max(4 * max_in_flight, max_in_flight + 1024),
@@ -123,18 +122,19 @@ async def serve(
     stop = asyncio.Event()
     from ._generated import grpc_predict_v2_pb2_grpc, health_pb2_grpc, model2_template_pb2_grpc  # noqa: PLC0415
 
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    guarded = Guarded(server)  # undecodable requests: INVALID_ARGUMENT on every method
+    health_pb2_grpc.add_HealthServicer_to_server(health, guarded)
     add_reflection(
-        server,
+        guarded,
         ReflectionService([*services, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"]),
     )
     if "oip-v2" in protocols:
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceService(config, state, RUNTIME_VERSION), server
+            InferenceService(config, state, RUNTIME_VERSION), guarded
         )
     if "omi-v1" in protocols:
         model2_template_pb2_grpc.add_ModzyModelServicer_to_server(
-            ModzyService(config, state, stop.set), server
+            ModzyService(config, state, stop.set), guarded
         )
     try:
         server.add_insecure_port(f"{host}:{listen}")
@@ -184,7 +184,7 @@ async def serve(
 
     async def end_of_drain() -> None:
         await asyncio.sleep(drain)
-        state.deadlines.expired.set()  # what still waits is answered UNAVAILABLE now
+        state.deadlines.expire()  # what still waits is answered UNAVAILABLE now
 
     timer = asyncio.create_task(end_of_drain())
     # New calls are refused from here; received ones run until answered, or until drain_s.

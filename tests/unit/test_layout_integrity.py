@@ -134,3 +134,11 @@ def test_a_streamed_file_writes_the_same_layer_as_one_held_in_memory(tmp_path: P
     (tmp_path / "w.bin").write_bytes(data[:-1] + b"!")  # changed after it was hashed
     with pytest.raises(BuildError, match="changed while the image was being built"):
         write([Entry(path="m/w.bin", source=source)], store, compression="zstd", epoch=0)
+
+
+def test_the_protocol_labels_name_each_interfaces_own_protocol() -> None:
+    import json  # noqa: PLC0415
+
+    labels = image.oci_annotations(load(EXAMPLES / "iris-sklearn"), 0)
+    assert json.loads(labels["ml.openmodel.interfaces"]) == ["kfserving", "modzy"]
+    assert json.loads(labels["ml.openmodel.protocols"]) == [["v2"], ["v1"]]
