@@ -72,5 +72,9 @@ class PackageFileError(BuildError):
     """A model file that is a link, a special file or outside the package (see manifest.files)."""
 
 
+class LayoutError(OmiError):
+    """An OCI image layout that is missing, not a layout, or damaged."""
+
+
 class ToolError(OmiError):
     """An external program (buildah, skopeo, umoci, runc, uv, gpgv) failed or is missing."""

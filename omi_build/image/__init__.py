@@ -6,11 +6,9 @@ epoch, and blobs are named by digest: the same inputs give the same bytes, on an
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
-import shutil
 import tarfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,23 +16,27 @@ from pathlib import Path
 from typing import Any
 
 from omi_build.errors import BuildError
-from omi_build.fetch import Store
 from omi_build.layers import Layer
 from omi_build.manifest import Manifest
 
-MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
-INDEX_TYPE = "application/vnd.oci.image.index.v1+json"
-CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
-REF_NAME = "org.opencontainers.image.ref.name"
+from .layout import (
+    CONFIG_TYPE,
+    INDEX_TYPE,
+    MANIFEST_TYPE,
+    REF_NAME,
+    Layout,
+    canonical,
+    digest_of,
+    index,
+    write_layout,
+)
+
+__all__ = [
+    "CONFIG_TYPE", "INDEX_TYPE", "MANIFEST_TYPE", "REF_NAME", "Layout", "PlatformImage", "assemble",
+    "canonical", "digest_of", "index", "oci_annotations", "write_docker_archive", "write_layout",
+]  # fmt: skip
+
 PYTHON_FLAGS = ("-I", "-u")  # isolated (no PYTHON* variables, no user site), unbuffered logs
-
-
-def canonical(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
-
-
-def digest_of(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -159,135 +161,6 @@ def assemble(
         manifest=canonical(image_manifest),
         layers=tuple(layers),
     )
-
-
-def index(images: list[PlatformImage], labels: dict[str, str]) -> bytes:
-    return canonical(
-        {
-            "schemaVersion": 2,
-            "mediaType": INDEX_TYPE,
-            "manifests": [image.descriptor() for image in images],
-            "annotations": labels,
-        }
-    )
-
-
-_FICLONE = 0x40049409  # Linux's ioctl for a copy-on-write clone (btrfs, XFS, bcachefs)
-
-
-def _copy(source: Path, destination: Path) -> None:
-    """A reflink where the file system has them (instant, no space), else a real copy. Never a
-    hard link: the output must not share bytes with the cache, or one damaged cache entry would
-    damage every image built from it."""
-    import fcntl  # noqa: PLC0415 - POSIX only
-
-    with source.open("rb") as reader, destination.open("wb") as writer:
-        try:
-            fcntl.ioctl(writer.fileno(), _FICLONE, reader.fileno())
-        except OSError:
-            shutil.copyfileobj(reader, writer, 1 << 20)
-        writer.flush()
-        os.fsync(writer.fileno())
-
-
-def _intact(path: Path, digest: str) -> bool:
-    """Whether the layout already holds the blob, byte for byte (re-hashed, never trusted by size)."""
-    if not path.is_file() or path.is_symlink():
-        return False
-    from omi_build.fetch import sha256_file  # noqa: PLC0415
-
-    return sha256_file(path) == digest.removeprefix("sha256:")
-
-
-def _place(source: Path, target: Path) -> None:
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    temporary.unlink(missing_ok=True)
-    try:
-        _copy(source, temporary)
-        temporary.replace(target)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def _write_blob(blobs: Path, data: bytes) -> str:
-    digest = digest_of(data)
-    target = blobs / digest.removeprefix("sha256:")
-    if not (target.is_file() and not target.is_symlink() and target.read_bytes() == data):
-        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        temporary.write_bytes(data)
-        temporary.replace(target)
-    return digest
-
-
-def _make_layout_dirs(directory: Path, blobs: Path) -> None:
-    for folder in (directory, directory / "blobs", blobs):
-        if folder.exists() and not folder.is_dir():
-            msg = f"{folder} exists and is not a directory, so no image layout can be written there"
-            raise BuildError(msg, hint="remove it, or pass another --output")
-    try:
-        blobs.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        msg = f"cannot write the image layout to {directory}: {exc.strerror}"
-        raise BuildError(msg, hint="check the folder's permissions, or pass another --output") from exc
-    if not os.access(blobs, os.W_OK) or not os.access(directory, os.W_OK):
-        msg = f"cannot write the image layout to {directory}: permission denied"
-        raise BuildError(msg, hint="check the folder's permissions, or pass another --output")
-
-
-def write_layout(
-    directory: Path, store: Store, images: list[PlatformImage], *, labels: dict[str, str], tag: str
-) -> str:
-    """Write an OCI image layout holding the images and their index; return the index digest.
-
-    Into an existing layout too: every blob it references is re-hashed and written again if
-    damaged, so the digest printed is never that of a corrupt layout.
-    """
-    try:
-        return _write_layout(directory, store, images, labels=labels, tag=tag)
-    except OSError as exc:
-        msg = f"cannot write the image layout to {directory}: {exc.strerror or exc}"
-        raise BuildError(msg, hint="check the folder and its free space, or pass another --output") from exc
-
-
-def _write_layout(
-    directory: Path, store: Store, images: list[PlatformImage], *, labels: dict[str, str], tag: str
-) -> str:
-    blobs = directory / "blobs" / "sha256"
-    _make_layout_dirs(directory, blobs)
-    for image in images:
-        for layer in image.layers:
-            target = blobs / layer.blob.digest.removeprefix("sha256:")
-            if not _intact(target, layer.blob.digest):  # a damaged earlier blob is written again
-                source = store.verified(layer.blob.digest, what=f"layer {layer.name}")
-                _place(source, target)
-        _write_blob(blobs, image.config)
-        _write_blob(blobs, image.manifest)
-    index_bytes = index(images, labels)
-    index_digest = _write_blob(blobs, index_bytes)
-    top = {
-        "schemaVersion": 2,
-        "mediaType": INDEX_TYPE,
-        "manifests": [
-            {
-                "mediaType": INDEX_TYPE,
-                "digest": index_digest,
-                "size": len(index_bytes),
-                "annotations": {REF_NAME: tag},
-            },
-            *(
-                {
-                    **image.descriptor(),
-                    "annotations": {REF_NAME: f"{tag}-{image.platform.split('/')[1]}"},
-                }
-                for image in images
-            ),
-        ],
-    }
-    (directory / "oci-layout").write_bytes(canonical({"imageLayoutVersion": "1.0.0"}))
-    temporary = directory / f".index.json.{os.getpid()}.tmp"
-    temporary.write_bytes(canonical(top))
-    temporary.replace(directory / "index.json")
-    return index_digest
 
 
 def write_docker_archive(

@@ -9,15 +9,12 @@ bound to 127.0.0.1 only (OMI_LISTEN_HOST), so only this machine reaches it.
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import os
 import platform as host_platform
 import shutil
 import signal
 import subprocess
-import tarfile
 import tempfile
 import time
 import uuid
@@ -26,6 +23,7 @@ from pathlib import Path
 from typing import IO, Any, Self
 
 from omi_build.errors import OmiError, ToolError
+from omi_build.image import Layout
 from omi_build.layers import CONFIG_PATH
 
 _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
@@ -60,49 +58,21 @@ def _require(tool: str, package: str) -> str:
     return found
 
 
-def _uncompressed(blob: Path) -> IO[bytes]:
-    data = blob.read_bytes()
-    if data.startswith(b"\x28\xb5\x2f\xfd"):  # a zstd frame (build.compression: zstd)
-        import zstandard  # noqa: PLC0415
-
-        data = zstandard.ZstdDecompressor().decompressobj().decompress(data)
-    elif data.startswith(b"\x1f\x8b"):
-        data = gzip.decompress(data)
-    return io.BytesIO(data)
-
-
 def serving_config(layout: Path) -> dict[str, Any]:
     """The serving config of this machine's image in a layout, read from its layers."""
-    ref = _resolve_ref(layout, host_arch())
-    index = json.loads((layout / "index.json").read_text(encoding="utf-8"))
-    descriptor = next(
-        d
-        for d in index["manifests"]
-        if d.get("annotations", {}).get("org.opencontainers.image.ref.name") == ref
-    )
-    blobs = layout / "blobs" / "sha256"
-    manifest = json.loads((blobs / descriptor["digest"].removeprefix("sha256:")).read_text(encoding="utf-8"))
-    for layer in reversed(manifest["layers"]):  # the config is in the last layer
-        with tarfile.open(fileobj=_uncompressed(blobs / layer["digest"].removeprefix("sha256:"))) as tar:
-            try:
-                member = tar.extractfile(CONFIG_PATH)
-            except KeyError:
-                continue
-            if member is not None:
-                loaded: dict[str, Any] = json.loads(member.read())
-                return loaded
-    msg = f"no {CONFIG_PATH} in the image of {layout}"
-    raise RunError(msg, hint="was it built by omi-build?")
+    opened = Layout.open(layout)
+    data = opened.file(opened.image(host_arch()), CONFIG_PATH)
+    if data is None:
+        msg = f"no {CONFIG_PATH} in the image of {layout}"
+        raise RunError(msg, hint="was it built by omi-build?")
+    loaded: dict[str, Any] = json.loads(data)
+    return loaded
 
 
 def _resolve_ref(layout: Path, arch: str) -> str:
-    index = json.loads((layout / "index.json").read_text(encoding="utf-8"))
-    for descriptor in index.get("manifests", []):
-        ref = descriptor.get("annotations", {}).get("org.opencontainers.image.ref.name", "")
-        if ref.endswith(f"-{arch}"):
-            return str(ref)
-    msg = f"{layout} holds no image for linux/{arch}, the platform of this machine"
-    raise RunError(msg, hint="add the platform to the target, or run on a machine of that platform")
+    """The ref name of the image for `arch`, as umoci, skopeo and podman take it."""
+    opened = Layout.open(layout)
+    return opened.ref_of(opened.image(arch))
 
 
 @dataclass

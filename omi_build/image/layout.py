@@ -1,0 +1,415 @@
+"""The OCI image layout on disk: the one place that writes it and the one that reads it.
+
+Layout: `oci-layout`, `index.json` and `blobs/sha256/<hex>`. `index.json` lists each target's
+image index under its tag (`org.opencontainers.image.ref.name`), each platform's image under
+`<tag>-<arch>`, and any artifacts attached to them as OCI 1.1 referrers (a manifest with
+`subject` and `artifactType`). Attaching changes `index.json` only: the images and the
+target's index keep their digests.
+
+>>> layout = Layout.open(Path("examples/iris-sklearn/omi-out/cpu"))  # doctest: +SKIP
+>>> layout.image("amd64").digest  # doctest: +SKIP
+'sha256:...'
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from omi_build.errors import BuildError, LayoutError
+from omi_build.fetch import Store
+
+if TYPE_CHECKING:
+    from . import PlatformImage
+
+MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
+INDEX_TYPE = "application/vnd.oci.image.index.v1+json"
+CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
+EMPTY_TYPE = "application/vnd.oci.empty.v1+json"  # an artifact's config: `{}`
+EMPTY_JSON = b"{}"
+REF_NAME = "org.opencontainers.image.ref.name"
+LAYOUT_FILE = {"imageLayoutVersion": "1.0.0"}
+
+
+def canonical(value: Any) -> bytes:
+    """JSON as every OCI document here is written: sorted keys, no spaces."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+def digest_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def index(images: list[PlatformImage], labels: dict[str, str]) -> bytes:
+    """A target's image index: one manifest per platform."""
+    return canonical(
+        {
+            "schemaVersion": 2,
+            "mediaType": INDEX_TYPE,
+            "manifests": [image.descriptor() for image in images],
+            "annotations": labels,
+        }
+    )
+
+
+def platform_ref(tag: str, platform: str) -> str:
+    """The ref name of one platform's image: '1.0.0-amd64'."""
+    return f"{tag}-{platform.split('/')[1]}"
+
+
+_FICLONE = 0x40049409  # Linux's ioctl for a copy-on-write clone (btrfs, XFS, bcachefs)
+
+
+def _copy(source: Path, destination: Path) -> None:
+    """A reflink where the file system has them (instant, no space), else a real copy. Never a
+    hard link: the output must not share bytes with the cache, or one damaged cache entry would
+    damage every image built from it."""
+    import fcntl  # noqa: PLC0415 - POSIX only
+
+    with source.open("rb") as reader, destination.open("wb") as writer:
+        try:
+            fcntl.ioctl(writer.fileno(), _FICLONE, reader.fileno())
+        except OSError:
+            shutil.copyfileobj(reader, writer, 1 << 20)
+        writer.flush()
+        os.fsync(writer.fileno())
+
+
+def _intact(path: Path, digest: str) -> bool:
+    """Whether the layout already holds the blob, byte for byte (re-hashed, never trusted by size)."""
+    if not path.is_file() or path.is_symlink():
+        return False
+    from omi_build.fetch import sha256_file  # noqa: PLC0415
+
+    return sha256_file(path) == digest.removeprefix("sha256:")
+
+
+def _place(source: Path, target: Path) -> None:
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    temporary.unlink(missing_ok=True)
+    try:
+        _copy(source, temporary)
+        temporary.replace(target)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _write_blob(blobs: Path, data: bytes) -> str:
+    digest = digest_of(data)
+    target = blobs / digest.removeprefix("sha256:")
+    if not (target.is_file() and not target.is_symlink() and target.read_bytes() == data):
+        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        temporary.write_bytes(data)
+        temporary.replace(target)
+    return digest
+
+
+def _make_layout_dirs(directory: Path, blobs: Path) -> None:
+    for folder in (directory, directory / "blobs", blobs):
+        if folder.exists() and not folder.is_dir():
+            msg = f"{folder} exists and is not a directory, so no image layout can be written there"
+            raise BuildError(msg, hint="remove it, or pass another --output")
+    try:
+        blobs.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        msg = f"cannot write the image layout to {directory}: {exc.strerror}"
+        raise BuildError(msg, hint="check the folder's permissions, or pass another --output") from exc
+    if not os.access(blobs, os.W_OK) or not os.access(directory, os.W_OK):
+        msg = f"cannot write the image layout to {directory}: permission denied"
+        raise BuildError(msg, hint="check the folder's permissions, or pass another --output")
+
+
+def write_layout(
+    directory: Path, store: Store, images: list[PlatformImage], *, labels: dict[str, str], tag: str
+) -> str:
+    """Write an OCI image layout holding the images and their index; return the index digest.
+
+    Into an existing layout too: every blob it references is re-hashed and written again if
+    damaged, so the digest printed is never that of a corrupt layout.
+    """
+    try:
+        return _write_layout(directory, store, images, labels=labels, tag=tag)
+    except OSError as exc:
+        msg = f"cannot write the image layout to {directory}: {exc.strerror or exc}"
+        raise BuildError(msg, hint="check the folder and its free space, or pass another --output") from exc
+
+
+def _write_layout(
+    directory: Path, store: Store, images: list[PlatformImage], *, labels: dict[str, str], tag: str
+) -> str:
+    blobs = directory / "blobs" / "sha256"
+    _make_layout_dirs(directory, blobs)
+    for image in images:
+        for layer in image.layers:
+            target = blobs / layer.blob.digest.removeprefix("sha256:")
+            if not _intact(target, layer.blob.digest):  # a damaged earlier blob is written again
+                source = store.verified(layer.blob.digest, what=f"layer {layer.name}")
+                _place(source, target)
+        _write_blob(blobs, image.config)
+        _write_blob(blobs, image.manifest)
+    index_bytes = index(images, labels)
+    index_digest = _write_blob(blobs, index_bytes)
+    top = {
+        "schemaVersion": 2,
+        "mediaType": INDEX_TYPE,
+        "manifests": [
+            {
+                "mediaType": INDEX_TYPE,
+                "digest": index_digest,
+                "size": len(index_bytes),
+                "annotations": {REF_NAME: tag},
+            },
+            *(
+                {
+                    **image.descriptor(),
+                    "annotations": {REF_NAME: platform_ref(tag, image.platform)},
+                }
+                for image in images
+            ),
+        ],
+    }
+    (directory / "oci-layout").write_bytes(canonical(LAYOUT_FILE))
+    _write_index(directory, top)
+    return index_digest
+
+
+def _write_index(directory: Path, top: dict[str, Any]) -> None:
+    temporary = directory / f".index.json.{os.getpid()}.tmp"
+    temporary.write_bytes(canonical(top))
+    temporary.replace(directory / "index.json")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Descriptor:
+    """A pointer to a blob: what it is, its digest and size, and its annotations."""
+
+    media_type: str
+    digest: str
+    size: int
+    annotations: dict[str, str]
+    artifact_type: str = ""
+
+    @classmethod
+    def of(cls, raw: dict[str, Any]) -> Descriptor:
+        return cls(
+            media_type=str(raw.get("mediaType", "")),
+            digest=str(raw["digest"]),
+            size=int(raw["size"]),
+            annotations=dict(raw.get("annotations") or {}),
+            artifact_type=str(raw.get("artifactType", "")),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        raw: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+        if self.artifact_type:
+            raw["artifactType"] = self.artifact_type
+        if self.annotations:
+            raw["annotations"] = dict(self.annotations)
+        return raw
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Image:
+    """One platform's image in a layout: its manifest's descriptor and the manifest itself."""
+
+    descriptor: Descriptor
+    manifest: dict[str, Any]
+    platform: dict[str, str]
+
+    @property
+    def architecture(self) -> str:
+        return self.platform.get("architecture", "")
+
+    @property
+    def digest(self) -> str:
+        return self.descriptor.digest
+
+    @property
+    def layers(self) -> list[Descriptor]:
+        return [Descriptor.of(layer) for layer in self.manifest.get("layers", [])]
+
+
+class Layout:
+    """An OCI image layout opened for reading (and for attaching artifacts).
+
+    Every blob is read with its digest checked: a damaged layout is an error, never data.
+    """
+
+    def __init__(self, directory: Path, top: dict[str, Any]) -> None:
+        self.directory = directory
+        self._top = top
+
+    @classmethod
+    def open(cls, directory: Path) -> Layout:
+        marker = directory / "oci-layout"
+        try:
+            version = json.loads(marker.read_text(encoding="utf-8")).get("imageLayoutVersion")
+            top = json.loads((directory / "index.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError, AttributeError) as exc:
+            msg = f"{directory} is not an OCI image layout ({exc})"
+            raise LayoutError(
+                msg, hint="pass the folder 'omi-build build' wrote, e.g. omi-out/<target>"
+            ) from exc
+        if version != LAYOUT_FILE["imageLayoutVersion"] or not isinstance(top.get("manifests"), list):
+            msg = f"{directory} is not an OCI image layout version 1.0.0"
+            raise LayoutError(msg)
+        return cls(directory, top)
+
+    @property
+    def descriptors(self) -> list[Descriptor]:
+        return [Descriptor.of(raw) for raw in self._top["manifests"]]
+
+    def blob_path(self, digest: str) -> Path:
+        return self.directory / "blobs" / "sha256" / digest.removeprefix("sha256:")
+
+    def blob(self, digest: str) -> bytes:
+        """A blob's bytes, checked against its digest."""
+        try:
+            data = self.blob_path(digest).read_bytes()
+        except OSError as exc:
+            msg = f"{self.directory} lacks the blob {digest}"
+            raise LayoutError(msg, hint="build the image again") from exc
+        if digest_of(data) != digest:
+            msg = f"the blob {digest} in {self.directory} is damaged (its sha256 is {digest_of(data)})"
+            raise LayoutError(msg, hint="build the image again; the build rewrites damaged blobs")
+        return data
+
+    def json_blob(self, digest: str) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(self.blob(digest))
+        return loaded
+
+    def tags(self) -> list[str]:
+        """The tags of the target indexes the layout holds."""
+        return [
+            d.annotations[REF_NAME]
+            for d in self.descriptors
+            if d.media_type == INDEX_TYPE and REF_NAME in d.annotations
+        ]
+
+    def target_index(self, tag: str | None = None) -> Descriptor:
+        """The descriptor of a target's image index (the only one, when `tag` is None)."""
+        found = [d for d in self.descriptors if d.media_type == INDEX_TYPE]
+        if tag is not None:
+            found = [d for d in found if d.annotations.get(REF_NAME) == tag]
+        if not found:
+            msg = f"{self.directory} holds no image index" + (f" tagged {tag}" if tag else "")
+            raise LayoutError(msg, hint=f"its tags are: {', '.join(self.tags()) or 'none'}")
+        return found[0]
+
+    def images(self, tag: str | None = None) -> list[Image]:
+        """Each platform's image of a target, in the index's order."""
+        target = self.json_blob(self.target_index(tag).digest)
+        return [
+            Image(
+                descriptor=Descriptor.of(raw),
+                manifest=self.json_blob(raw["digest"]),
+                platform=dict(raw.get("platform") or {}),
+            )
+            for raw in target.get("manifests", [])
+        ]
+
+    def image(self, arch: str, tag: str | None = None) -> Image:
+        """The image of one architecture ('amd64', 'arm64')."""
+        for candidate in self.images(tag):
+            if candidate.architecture == arch:
+                return candidate
+        msg = f"{self.directory} holds no image for linux/{arch}"
+        raise LayoutError(msg, hint="add the platform to the target, or use a machine of that platform")
+
+    def ref_of(self, image: Image) -> str:
+        """The ref name under which `image` is listed in index.json (what umoci and skopeo take)."""
+        for descriptor in self.descriptors:
+            if descriptor.digest == image.digest and REF_NAME in descriptor.annotations:
+                return descriptor.annotations[REF_NAME]
+        msg = f"{image.digest} has no ref name in {self.directory}/index.json"
+        raise LayoutError(msg, hint="build the image again")
+
+    def layer_stream(self, layer: Descriptor) -> io.BytesIO:
+        """A layer's tar, uncompressed (gzip or zstd), digest checked."""
+        data = self.blob(layer.digest)
+        if data.startswith(b"\x28\xb5\x2f\xfd"):  # a zstd frame
+            import zstandard  # noqa: PLC0415
+
+            data = zstandard.ZstdDecompressor().decompressobj().decompress(data)
+        elif data.startswith(b"\x1f\x8b"):
+            data = gzip.decompress(data)
+        return io.BytesIO(data)
+
+    def file(self, image: Image, path: str, *, last_layers: int | None = None) -> bytes | None:
+        """A file of the image's file system, from the last layer that has it."""
+        layers = image.layers[::-1][:last_layers]
+        for layer in layers:
+            with tarfile.open(fileobj=self.layer_stream(layer)) as tar:
+                try:
+                    member = tar.extractfile(path)
+                except KeyError:
+                    continue
+                if member is not None:
+                    return member.read()
+        return None
+
+    # -- referrers --------------------------------------------------------------------------
+    def attach(
+        self,
+        subject: Descriptor,
+        artifact_type: str,
+        blobs: Iterable[tuple[str, bytes]],
+        *,
+        annotations: dict[str, str] | None = None,
+    ) -> Descriptor:
+        """Attach an artifact to `subject` as an OCI 1.1 referrer and list it in index.json.
+
+        The artifact is a manifest with `artifactType`, the empty config and `blobs` (media
+        type, bytes) as its layers, and `subject` pointing at the image or index. Nothing the
+        subject's digest covers changes. Attaching the same artifact twice lists it once.
+        """
+        layers = []
+        for media_type, data in blobs:
+            _write_blob(self.directory / "blobs" / "sha256", data)
+            layers.append({"mediaType": media_type, "digest": digest_of(data), "size": len(data)})
+        _write_blob(self.directory / "blobs" / "sha256", EMPTY_JSON)
+        manifest: dict[str, Any] = {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_TYPE,
+            "artifactType": artifact_type,
+            "config": {"mediaType": EMPTY_TYPE, "digest": digest_of(EMPTY_JSON), "size": len(EMPTY_JSON)},
+            "layers": layers,
+            "subject": {"mediaType": subject.media_type, "digest": subject.digest, "size": subject.size},
+        }
+        if annotations:
+            manifest["annotations"] = dict(sorted(annotations.items()))
+        data = canonical(manifest)
+        digest = _write_blob(self.directory / "blobs" / "sha256", data)
+        descriptor = Descriptor(
+            media_type=MANIFEST_TYPE,
+            digest=digest,
+            size=len(data),
+            annotations=dict(annotations or {}),
+            artifact_type=artifact_type,
+        )
+        if all(d.digest != digest for d in self.descriptors):
+            self._top = {**self._top, "manifests": [*self._top["manifests"], descriptor.to_json()]}
+            _write_index(self.directory, self._top)
+        return descriptor
+
+    def referrers(self, subject: str, artifact_type: str | None = None) -> list[Descriptor]:
+        """The artifacts listed in index.json whose subject is the digest `subject`."""
+        found = []
+        for descriptor in self.descriptors:
+            if descriptor.media_type != MANIFEST_TYPE or not descriptor.artifact_type:
+                continue
+            manifest = self.json_blob(descriptor.digest)
+            if manifest.get("subject", {}).get("digest") != subject:
+                continue
+            if artifact_type is None or descriptor.artifact_type == artifact_type:
+                found.append(descriptor)
+        return found
