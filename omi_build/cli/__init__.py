@@ -47,7 +47,7 @@ environment:
   OMI_NETWORK_ATTEMPTS     tries of each download (default 3: a silent mirror fails in ~47 s)
 """
 
-_READS_ENVIRONMENT = frozenset({"lock", "build", "run", "test", "cache"})
+_READS_ENVIRONMENT = frozenset({"lock", "build", "run", "test", "cache"})  # their --help lists ENVIRONMENT
 
 LABEL_HELP = "a directory, an omi.yaml, or a label: //pkg:target, //pkg, //pkg/..., //..., :target"
 
@@ -327,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
             help=help_text,
             description=help_text,
             parents=[common],
-            epilog=(ENVIRONMENT + "\n" if name in {"lock", "build", "run", "test", "cache"} else "")
+            epilog=(ENVIRONMENT + "\n" if name in _READS_ENVIRONMENT else "")
             + EXIT_CODES,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
@@ -391,7 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="also write a tar that 'docker load' and 'podman load' accept (first platform)",
     )
-    build.add_argument("--json", action="store_true", help="print the built images as JSON")
+    # Folded into the global --format json; kept, unlisted, for scripts that still pass it.
+    build.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     run = add(
         "run",
         _cmd_run,
