@@ -327,8 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
             help=help_text,
             description=help_text,
             parents=[common],
-            epilog=(ENVIRONMENT + "\n" if name in _READS_ENVIRONMENT else "")
-            + EXIT_CODES,
+            epilog=(ENVIRONMENT + "\n" if name in _READS_ENVIRONMENT else "") + EXIT_CODES,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         command.set_defaults(handler=handler)
