@@ -76,5 +76,9 @@ class LayoutError(OmiError):
     """An OCI image layout that is missing, not a layout, or damaged."""
 
 
+class RunError(OmiError):
+    """The image did not start serving."""
+
+
 class ToolError(OmiError):
     """An external program (buildah, skopeo, umoci, runc, uv, gpgv) failed or is missing."""

@@ -34,6 +34,31 @@ def ssl_context() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
+def debian_mirror() -> str | None:
+    """OMI_DEBIAN_MIRROR: the Debian mirror for the suite and -updates, if the manifest names none."""
+    return os.environ.get("OMI_DEBIAN_MIRROR") or None
+
+
+def debian_security_mirror() -> str | None:
+    """OMI_DEBIAN_SECURITY_MIRROR: the mirror of Debian's security archive."""
+    return os.environ.get("OMI_DEBIAN_SECURITY_MIRROR") or None
+
+
+def debian_snapshot_url() -> str | None:
+    """OMI_DEBIAN_SNAPSHOT_URL: a snapshot mirror's URL with a {snapshot} placeholder."""
+    return os.environ.get("OMI_DEBIAN_SNAPSHOT_URL") or None
+
+
+def debian_security_snapshot_url() -> str | None:
+    """OMI_DEBIAN_SECURITY_SNAPSHOT_URL: the same for the security archive."""
+    return os.environ.get("OMI_DEBIAN_SECURITY_SNAPSHOT_URL") or None
+
+
+def github_actions() -> bool:
+    """GITHUB_ACTIONS=true: problems are also printed as annotations on the pull request."""
+    return os.environ.get("GITHUB_ACTIONS") == "true"
+
+
 DEFAULT_NETWORK_TIMEOUT_S = 15.0
 DEFAULT_NETWORK_ATTEMPTS = 3
 

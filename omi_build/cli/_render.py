@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, TextIO
 
+from omi_build import settings
 from omi_build.errors import Issue, ManifestError, OmiError
 
 
@@ -27,7 +27,7 @@ def github_annotation(issue: Issue) -> str:
 
 
 def in_github_actions() -> bool:
-    return os.environ.get("GITHUB_ACTIONS") == "true"
+    return settings.github_actions()
 
 
 def issue_dict(issue: Issue) -> dict[str, Any]:

@@ -8,7 +8,6 @@ gpgv against Debian's archive keyring, Packages against the hash InRelease gives
 from __future__ import annotations
 
 import lzma
-import os
 import re
 import subprocess
 import tempfile
@@ -16,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from omi_build import settings
 from omi_build.errors import LockError, ToolError
 from omi_build.fetch import Store, open_url, with_retries
 from omi_build.progress import Progress
@@ -220,7 +220,7 @@ def archives_for(
     silently without security updates: no base for them is an error.
     """
     if snapshot:
-        template = os.environ.get("OMI_DEBIAN_SNAPSHOT_URL")
+        template = settings.debian_snapshot_url()
         if not template or "{snapshot}" not in template:
             msg = "build.base.snapshot needs a snapshot mirror"
             raise LockError(
@@ -228,7 +228,7 @@ def archives_for(
                 hint="set OMI_DEBIAN_SNAPSHOT_URL to the mirror's URL with a {snapshot} "
                 "placeholder for the time stamp",
             )
-        security_template = os.environ.get("OMI_DEBIAN_SECURITY_SNAPSHOT_URL") or _security_sibling(template)
+        security_template = settings.debian_security_snapshot_url() or _security_sibling(template)
         if not security_template or "{snapshot}" not in security_template:
             msg = f"no snapshot of Debian's security archive is configured for {suite}-security"
             raise LockError(
@@ -240,11 +240,11 @@ def archives_for(
             template.replace("{snapshot}", snapshot).rstrip("/"),
             security_template.replace("{snapshot}", snapshot),
         )
-    configured = mirror or os.environ.get("OMI_DEBIAN_MIRROR")
+    configured = mirror or settings.debian_mirror()
     if configured:
         security = (
             security_mirror
-            or os.environ.get("OMI_DEBIAN_SECURITY_MIRROR")
+            or settings.debian_security_mirror()
             or _security_sibling(configured)
             or _host_security(suite)
         )
@@ -264,7 +264,7 @@ def archives_for(
             hint="set build.base.mirror in omi.yaml or OMI_DEBIAN_MIRROR, or add the suite "
             "to this host's apt sources",
         )
-    explicit_security = security_mirror or os.environ.get("OMI_DEBIAN_SECURITY_MIRROR")
+    explicit_security = security_mirror or settings.debian_security_mirror()
     if explicit_security:
         found = [a for a in found if a.suite != f"{suite}-security"]
         found.append(Archive(uri=explicit_security.rstrip("/"), suite=f"{suite}-security"))

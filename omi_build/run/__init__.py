@@ -22,15 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Self
 
-from omi_build.errors import OmiError, ToolError
+from omi_build.errors import RunError, ToolError
 from omi_build.image import Layout
 from omi_build.layers import CONFIG_PATH
 
 _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
-
-
-class RunError(OmiError):
-    """The image did not start serving."""
 
 
 def host_arch() -> str:
