@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from omi_build.errors import BuildError, LayoutError
 from omi_build.fetch import Store
+from omi_build.platforms import arch_of
 
 if TYPE_CHECKING:
     from . import PlatformImage
@@ -63,7 +64,7 @@ def index(images: list[PlatformImage], labels: dict[str, str]) -> bytes:
 
 def platform_ref(tag: str, platform: str) -> str:
     """The ref name of one platform's image: '1.0.0-amd64'."""
-    return f"{tag}-{platform.split('/')[1]}"
+    return f"{tag}-{arch_of(platform)}"
 
 
 _FICLONE = 0x40049409  # Linux's ioctl for a copy-on-write clone (btrfs, XFS, bcachefs)

@@ -21,10 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
+from omi_build import platforms
 from omi_build.errors import BuildError, FetchError, PackageFileError
 from omi_build.fetch import Store
 from omi_build.lock import DebPackage, Wheel
 from omi_build.manifest import files
+from omi_build.platforms import arch_of
 from omi_build.progress import Progress
 
 from . import _deb, _interpreter
@@ -336,10 +338,8 @@ def interpreter_packages(
     python_version: str, debs_by_platform: dict[str, Iterable[DebPackage]]
 ) -> list[DebPackage]:
     """The locked packages of the image's Python that this host can run, if any (see _interpreter)."""
-    by_arch = {platform.split("/")[1]: debs for platform, debs in debs_by_platform.items()}
+    by_arch = {arch_of(platform): debs for platform, debs in debs_by_platform.items()}
     return _interpreter.image_packages(python_version, by_arch)
 
 
-def host_platform() -> str | None:
-    arch = _interpreter.host_arch()
-    return f"linux/{arch}" if arch else None
+host_platform = platforms.host_platform  # where api and the bench have always looked for it

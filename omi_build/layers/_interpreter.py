@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from omi_build.lock import DebPackage
+from omi_build.platforms import host_arch
 
 from ._pyc import Compiler, host_compiler
 from ._tar import Entry
@@ -30,11 +30,6 @@ _LOADERS = {
     "amd64": ("x86_64-linux-gnu", "ld-linux-x86-64.so.2"),
     "arm64": ("aarch64-linux-gnu", "ld-linux-aarch64.so.1"),
 }
-_HOST_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
-
-
-def host_arch() -> str | None:
-    return _HOST_ARCH.get(platform.machine().lower())
 
 
 def packages_for(python_version: str) -> tuple[str, ...]:
@@ -160,4 +155,4 @@ def materialize(  # noqa: PLR0917 - what to run, where its files come from, wher
     )
 
 
-__all__ = ["describe", "host_arch", "identity", "image_packages", "materialize", "packages_for"]
+__all__ = ["describe", "identity", "image_packages", "materialize", "packages_for"]

@@ -22,6 +22,7 @@ from typing import Any
 from omi_build.errors import LockError
 from omi_build.fetch import Store
 from omi_build.manifest import Manifest, files
+from omi_build.platforms import arch_of
 from omi_build.progress import Progress, Silent
 
 from . import _apt, _wheels
@@ -195,10 +196,6 @@ def security_updates(
                     )
                 )
     return sorted(found)
-
-
-def arch_of(platform: str) -> str:
-    return platform.split("/")[1]
 
 
 def resolve(manifest: Manifest, store: Store, progress: Progress | None = None) -> Lock:

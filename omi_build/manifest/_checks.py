@@ -15,13 +15,13 @@ from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 
+from omi_build.platforms import ARCH_ALIASES, SUPPORTED_ARCHITECTURES
+
 from . import files
 from ._entrypoint import check_entrypoint, relative_problem
 from ._report import Reporter, suggest
 from ._yaml import Path
 
-SUPPORTED_ARCHITECTURES = ("amd64", "arm64")
-_ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "x64": "amd64", "aarch64": "arm64"}
 SUITE_PYTHON = {"bookworm": "3.11", "trixie": "3.13"}
 
 
@@ -195,7 +195,7 @@ def _check_platform(path: Path, platform: str, report: Reporter) -> None:
         report.add(path, f"'{platform}': only linux images are built; write linux/{arch}")
         return
     if arch not in SUPPORTED_ARCHITECTURES:
-        fix = _ARCH_ALIASES.get(arch)
+        fix = ARCH_ALIASES.get(arch)
         advice = (
             f"; did you mean 'linux/{fix}'?"
             if fix

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform as host_platform
 import shutil
 import signal
 import subprocess
@@ -25,12 +24,7 @@ from typing import IO, Any, Self
 from omi_build.errors import RunError, ToolError
 from omi_build.image import Layout
 from omi_build.layers import CONFIG_PATH
-
-_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
-
-
-def host_arch() -> str:
-    return _ARCH.get(host_platform.machine().lower(), host_platform.machine().lower())
+from omi_build.platforms import host_machine
 
 
 def _engine() -> str | None:
@@ -57,7 +51,7 @@ def _require(tool: str, package: str) -> str:
 def serving_config(layout: Path) -> dict[str, Any]:
     """The serving config of this machine's image in a layout, read from its layers."""
     opened = Layout.open(layout)
-    data = opened.file(opened.image(host_arch()), CONFIG_PATH)
+    data = opened.file(opened.image(host_machine()), CONFIG_PATH)
     if data is None:
         msg = f"no {CONFIG_PATH} in the image of {layout}"
         raise RunError(msg, hint="was it built by omi-build?")
@@ -199,7 +193,7 @@ def harden(config: dict[str, Any], *, port: int) -> dict[str, Any]:
 
 def start(layout: Path, *, port: int, output: IO[bytes] | int | None = None) -> Running:
     """Start the host platform's image from an OCI layout, serving on 127.0.0.1:port."""
-    ref = _resolve_ref(layout, host_arch())
+    ref = _resolve_ref(layout, host_machine())
     engine = _engine()
     name = f"omi-{uuid.uuid4().hex[:12]}"
     if engine is not None:
