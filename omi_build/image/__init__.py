@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from omi_build.digests import canonical, digest_of
 from omi_build.errors import BuildError
 from omi_build.layers import Layer
 from omi_build.manifest import Manifest
@@ -25,8 +26,6 @@ from .layout import (
     MANIFEST_TYPE,
     REF_NAME,
     Layout,
-    canonical,
-    digest_of,
     index,
     write_layout,
 )

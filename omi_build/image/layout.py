@@ -14,7 +14,6 @@ target's index keep their digests.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from omi_build.digests import canonical, digest_of
 from omi_build.errors import BuildError, LayoutError
 from omi_build.fetch import Store
 from omi_build.platforms import arch_of
@@ -39,15 +39,6 @@ EMPTY_TYPE = "application/vnd.oci.empty.v1+json"  # an artifact's config: `{}`
 EMPTY_JSON = b"{}"
 REF_NAME = "org.opencontainers.image.ref.name"
 LAYOUT_FILE = {"imageLayoutVersion": "1.0.0"}
-
-
-def canonical(value: Any) -> bytes:
-    """JSON as every OCI document here is written: sorted keys, no spaces."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
-
-
-def digest_of(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def index(images: list[PlatformImage], labels: dict[str, str]) -> bytes:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from omi_build import platforms
+from omi_build.digests import canonical, digest_of
 from omi_build.errors import BuildError, FetchError, PackageFileError
 from omi_build.fetch import Store
 from omi_build.lock import DebPackage, Wheel
@@ -60,7 +61,7 @@ class Layer:
 
 
 def _digest_json(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return digest_of(canonical(value)).removeprefix("sha256:")
 
 
 def _passwd(uid: int) -> list[Entry]:

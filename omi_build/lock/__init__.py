@@ -10,7 +10,6 @@ on whichever mirror or index the configuration names, and checked against the pi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from omi_build.digests import canonical, digest_of
 from omi_build.errors import LockError
 from omi_build.fetch import Store
 from omi_build.manifest import Manifest, files
@@ -138,8 +138,7 @@ def inputs_digest(manifest: Manifest) -> str:
             for target in manifest.targets
         },
     }
-    canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()
-    return "sha256:" + hashlib.sha256(canonical).hexdigest()
+    return digest_of(canonical(inputs))
 
 
 def archives(manifest: Manifest) -> list[_apt.Archive]:

@@ -1,0 +1,23 @@
+"""Canonical JSON and sha256 digests: the bytes every digest of omi-build's is taken over.
+
+Sorted keys, no spaces, UTF-8 escaped as JSON does by default: the same value gives the same
+bytes on any machine, so lock inputs, layer cache keys and OCI documents are reproducible.
+
+>>> digest_of(canonical({"b": 1, "a": [1, 2]}))[:15]
+'sha256:94a786c3'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+
+def canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+def digest_of(data: bytes) -> str:
+    """'sha256:<hex>', as OCI descriptors and omi.lock write digests."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
