@@ -27,7 +27,7 @@ TOOL = Path(sys.executable).with_name("omi-build")
 sys.path.insert(0, str(REPO))
 
 from omi_build import run  # noqa: E402
-from omi_build.layers import host_platform  # noqa: E402
+from omi_build.platforms import host_platform  # noqa: E402
 
 
 def _build(example: Path, cache: Path, out: Path) -> tuple[float, float]:

@@ -236,6 +236,7 @@ def _build(
 ) -> list[BuiltImage]:
     from omi_build import codegen, image, layers, settings  # noqa: PLC0415
     from omi_build import lock as locking  # noqa: PLC0415
+    from omi_build.platforms import host_platform  # noqa: PLC0415
 
     selections = workspace.resolve(arguments, cwd, cache=settings.cache_dir())
     chosen = [(s, t) for s in selections for t in s.targets if target in (None, t)]
@@ -264,7 +265,7 @@ def _build(
         )
         config = codegen.render(codegen.serving_config(manifest, digests, model_dir="/" + layers.MODEL_DIR))
         python_version = manifest.python.version
-        host = layers.host_platform() or ""
+        host = host_platform() or ""
         interpreter = layers.interpreter_packages(
             python_version, {p: current.platform(target_name, p).debian for p in spec.platforms}
         )

@@ -11,11 +11,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import IO, Any
+
+_CHUNK = 1 << 20
 
 
 def canonical(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+def sha256_stream(stream: IO[bytes]) -> str:
+    """The hex sha256 of what `stream` holds, read in 1 MiB chunks: bounded memory at any size."""
+    hasher = hashlib.sha256()
+    while chunk := stream.read(_CHUNK):
+        hasher.update(chunk)
+    return hasher.hexdigest()
 
 
 def digest_of(data: bytes) -> str:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, Self
 
+from omi_build.digests import sha256_stream
 from omi_build.errors import CacheError, FetchError
 from omi_build.progress import Progress, Silent
 from omi_build.settings import network_attempts, network_timeout_s, ssl_context
@@ -39,11 +40,8 @@ def _hex(digest: str) -> str:
 
 
 def sha256_file(path: Path) -> str:
-    hasher = hashlib.sha256()
     with path.open("rb") as stream:
-        while chunk := stream.read(_CHUNK):
-            hasher.update(chunk)
-    return hasher.hexdigest()
+        return sha256_stream(stream)
 
 
 class Store:

@@ -13,20 +13,20 @@ target's index keep their digests.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
-import io
 import json
 import os
 import shutil
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omi_build.digests import canonical, digest_of
 from omi_build.errors import BuildError, LayoutError
-from omi_build.fetch import Store
+from omi_build.fetch import Store, sha256_file
 from omi_build.platforms import arch_of
 
 if TYPE_CHECKING:
@@ -80,8 +80,6 @@ def _intact(path: Path, digest: str) -> bool:
     """Whether the layout already holds the blob, byte for byte (re-hashed, never trusted by size)."""
     if not path.is_file() or path.is_symlink():
         return False
-    from omi_build.fetch import sha256_file  # noqa: PLC0415
-
     return sha256_file(path) == digest.removeprefix("sha256:")
 
 
@@ -110,14 +108,7 @@ def _make_layout_dirs(directory: Path, blobs: Path) -> None:
         if folder.exists() and not folder.is_dir():
             msg = f"{folder} exists and is not a directory, so no image layout can be written there"
             raise BuildError(msg, hint="remove it, or pass another --output")
-    try:
-        blobs.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        msg = f"cannot write the image layout to {directory}: {exc.strerror}"
-        raise BuildError(msg, hint="check the folder's permissions, or pass another --output") from exc
-    if not os.access(blobs, os.W_OK) or not os.access(directory, os.W_OK):
-        msg = f"cannot write the image layout to {directory}: permission denied"
-        raise BuildError(msg, hint="check the folder's permissions, or pass another --output")
+    blobs.mkdir(parents=True, exist_ok=True)  # an OSError is reported by write_layout
 
 
 def write_layout(
@@ -325,28 +316,42 @@ class Layout:
         msg = f"{image.digest} has no ref name in {self.directory}/index.json"
         raise LayoutError(msg, hint="build the image again")
 
-    def layer_stream(self, layer: Descriptor) -> io.BytesIO:
-        """A layer's tar, uncompressed (gzip or zstd), digest checked."""
-        data = self.blob(layer.digest)
-        if data.startswith(b"\x28\xb5\x2f\xfd"):  # a zstd frame
-            import zstandard  # noqa: PLC0415
+    @contextlib.contextmanager
+    def layer_tar(self, layer: Descriptor) -> Iterator[tarfile.TarFile]:
+        """A layer's tar, read as a stream (gzip or zstd): its digest is checked by hashing the
+        blob in chunks first, and nothing holds the layer whole, whatever its size."""
+        path = self.blob_path(layer.digest)
+        try:
+            intact = sha256_file(path) == layer.digest.removeprefix("sha256:")
+        except OSError as exc:
+            msg = f"{self.directory} lacks the blob {layer.digest}"
+            raise LayoutError(msg, hint="build the image again") from exc
+        if not intact:
+            msg = f"the layer {layer.digest} in {self.directory} is damaged"
+            raise LayoutError(msg, hint="build the image again; the build rewrites damaged blobs")
+        with path.open("rb") as raw:
+            magic = raw.read(4)
+            raw.seek(0)
+            plain: Any  # a GzipFile, a zstd reader or the file itself
+            if magic == b"\x28\xb5\x2f\xfd":  # zstd frames, one per 4 MiB piece
+                import zstandard  # noqa: PLC0415
 
-            data = zstandard.ZstdDecompressor().decompressobj().decompress(data)
-        elif data.startswith(b"\x1f\x8b"):
-            data = gzip.decompress(data)
-        return io.BytesIO(data)
+                plain = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+            elif magic.startswith(b"\x1f\x8b"):
+                plain = gzip.GzipFile(fileobj=raw)  # every member of the pieced layer, in order
+            else:
+                plain = raw
+            with plain, tarfile.open(fileobj=plain, mode="r|") as tar:
+                yield tar
 
-    def file(self, image: Image, path: str, *, last_layers: int | None = None) -> bytes | None:
+    def file(self, image: Image, path: str) -> bytes | None:
         """A file of the image's file system, from the last layer that has it."""
-        layers = image.layers[::-1][:last_layers]
-        for layer in layers:
-            with tarfile.open(fileobj=self.layer_stream(layer)) as tar:
-                try:
-                    member = tar.extractfile(path)
-                except KeyError:
-                    continue
-                if member is not None:
-                    return member.read()
+        for layer in reversed(image.layers):
+            with self.layer_tar(layer) as tar:
+                for member in tar:
+                    if member.name == path and member.isfile():
+                        extracted = tar.extractfile(member)
+                        return extracted.read() if extracted is not None else None
         return None
 
     # -- referrers --------------------------------------------------------------------------

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
-from omi_build import platforms
 from omi_build.digests import canonical, digest_of
 from omi_build.errors import BuildError, FetchError, PackageFileError
 from omi_build.fetch import Store
@@ -341,6 +340,3 @@ def interpreter_packages(
     """The locked packages of the image's Python that this host can run, if any (see _interpreter)."""
     by_arch = {arch_of(platform): debs for platform, debs in debs_by_platform.items()}
     return _interpreter.image_packages(python_version, by_arch)
-
-
-host_platform = platforms.host_platform  # where api and the bench have always looked for it

@@ -17,7 +17,6 @@ only if it resolves to a regular file inside the package.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import stat
 from collections.abc import Iterable, Iterator
@@ -26,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+from omi_build.digests import sha256_stream
 from omi_build.errors import PackageFileError
 
-_CHUNK = 1 << 20
 _KINDS = (
     (stat.S_ISFIFO, "a named pipe (FIFO)"),
     (stat.S_ISSOCK, "a socket"),
@@ -99,7 +98,6 @@ class Selection:
 
     files: list[str] = field(default_factory=list)
     refused: dict[str, str] = field(default_factory=dict)
-    matched: dict[str, list[str]] = field(default_factory=dict)  # pattern -> what it selected
 
 
 def select(root: Path, patterns: Iterable[str], *, allow_links: bool = False) -> Selection:
@@ -107,7 +105,6 @@ def select(root: Path, patterns: Iterable[str], *, allow_links: bool = False) ->
     selection = Selection()
     seen: set[str] = set()
     for pattern in patterns:
-        matched = selection.matched.setdefault(pattern, [])
         for match in sorted(root.glob(pattern)):
             relative = match.relative_to(root).as_posix()
             try:
@@ -120,16 +117,11 @@ def select(root: Path, patterns: Iterable[str], *, allow_links: bool = False) ->
             if culprit is not None:
                 selection.refused.setdefault(*culprit)  # a linked directory once, not each file
                 continue
-            matched.append(relative)
             if relative not in seen:
                 seen.add(relative)
                 selection.files.append(relative)
     selection.files.sort()
     return selection
-
-
-def _open_flags() -> int:
-    return os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | getattr(os, "O_NONBLOCK", 0)
 
 
 @contextmanager
@@ -158,7 +150,7 @@ def open_inside(root: Path, relative: str, *, allow_links: bool = False) -> Iter
         for part in parts[:-1]:
             fd = os.open(part, directory_flags, dir_fd=fd)
             opened.append(fd)
-        fd = os.open(parts[-1], _open_flags(), dir_fd=fd)
+        fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=fd)
     except OSError as exc:
         for each in opened:
             os.close(each)
@@ -186,8 +178,5 @@ def read_inside(root: Path, relative: str, *, allow_links: bool = False) -> byte
 
 def sha256_inside(root: Path, relative: str, *, allow_links: bool = False) -> str:
     """The file's sha256 ("sha256:<hex>"), read in 1 MiB chunks: bounded memory at any size."""
-    hasher = hashlib.sha256()
     with open_inside(root, relative, allow_links=allow_links) as stream:
-        while chunk := stream.read(_CHUNK):
-            hasher.update(chunk)
-    return "sha256:" + hasher.hexdigest()
+        return "sha256:" + sha256_stream(stream)

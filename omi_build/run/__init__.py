@@ -9,6 +9,7 @@ bound to 127.0.0.1 only (OMI_LISTEN_HOST), so only this machine reaches it.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -152,11 +153,11 @@ _EPERM = 1
 
 def harden(config: dict[str, Any], *, port: int) -> dict[str, Any]:
     """The runc config umoci wrote, locked down for serving (a new dict; `config` is kept)."""
-    config = json.loads(json.dumps(config))
+    config = copy.deepcopy(config)
     process = config["process"]
     process["terminal"] = False
-    keep = ("PSC_MODEL_PORT=", "OMI_LISTEN_HOST=")
-    process["env"] = [e for e in process.get("env", []) if not e.startswith(keep)]
+    replaced = ("PSC_MODEL_PORT=", "OMI_LISTEN_HOST=")
+    process["env"] = [e for e in process.get("env", []) if not e.startswith(replaced)]
     process["env"] += [f"PSC_MODEL_PORT={port}", "OMI_LISTEN_HOST=127.0.0.1"]
     # The image's user holds no capability at all (umoci grants the OCI defaults), and
     # setuid binaries or file capabilities can never raise it (no_new_privs).

@@ -210,7 +210,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             requests = aiter(request_iterator)
             while True:
                 try:
-                    request = await asyncio.wait_for(anext(requests), self._state.stream_idle_s)
+                    async with asyncio.timeout(self._state.stream_idle_s):
+                        request = await anext(requests)
                 except StopAsyncIteration:
                     return
                 except TimeoutError:
@@ -289,7 +290,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                     msg = f"the stream did not finish within serving.timeouts.request_s ({limit:g} s)"
                     raise RejectedError(grpc.StatusCode.DEADLINE_EXCEEDED, msg)
                 try:  # a short wait, so the end of the drain is noticed too
-                    kind, value = await asyncio.wait_for(queue.get(), min(remaining, 0.5))
+                    async with asyncio.timeout(min(remaining, 0.5)):  # a timer, not a task per item
+                        kind, value = await queue.get()
                 except TimeoutError:
                     continue
                 if kind == "end":

@@ -29,7 +29,6 @@ _NPY_MAGIC = b"\x93NUMPY"
 
 
 _NUMERIC_KINDS = frozenset("biuf")  # bool, signed, unsigned, float: never complex, dates or objects
-_MAX_JSON_NESTING = 32  # deeper than any tensor; json.loads itself fails near 1,000
 
 
 def _npy(spec: TensorSpec, data: bytes) -> np.ndarray:
@@ -41,7 +40,7 @@ def _npy(spec: TensorSpec, data: bytes) -> np.ndarray:
         read_header = (
             np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         )
-        shape, fortran, dtype = read_header(stream)
+        shape, _fortran, dtype = read_header(stream)
     except (ValueError, TypeError, SyntaxError, OverflowError) as exc:
         msg = f"input '{spec.name}' is not a readable .npy file: {short(exc, 200)}"
         raise TensorError(msg) from None
@@ -54,31 +53,8 @@ def _npy(spec: TensorSpec, data: bytes) -> np.ndarray:
     if count * dtype.itemsize > len(data):
         msg = f"input '{spec.name}': the .npy header declares shape {tuple(shape)}, more than the bytes sent"
         raise TensorError(msg)
-    _ = fortran
     loaded: np.ndarray = np.load(io.BytesIO(data), allow_pickle=False)
     return loaded
-
-
-def _depth(text: bytes) -> int:
-    """How deeply a JSON text nests brackets (strings skipped), without parsing it."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for byte in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in {0x5B, 0x7B}:
-            depth += 1
-            deepest = max(deepest, depth)
-        elif byte in {0x5D, 0x7D}:
-            depth -= 1
-    return deepest
 
 
 def _item_array(spec: TensorSpec, data: bytes) -> np.ndarray:
@@ -94,9 +70,8 @@ def _item_array(spec: TensorSpec, data: bytes) -> np.ndarray:
         if data.startswith(_NPY_MAGIC):
             value = _npy(spec, data)
         else:
-            if _depth(data) > _MAX_JSON_NESTING:
-                msg = f"input '{spec.name}' nests deeper than {_MAX_JSON_NESTING} levels"
-                raise TensorError(msg)
+            # Nesting deeper than numpy's dimensions is a ValueError, deeper than json's
+            # recursion limit a RecursionError: both a 400 below; the shape check does the rest.
             value = np.asarray(json.loads(data))
             if value.dtype.kind not in _NUMERIC_KINDS:
                 msg = f"input '{spec.name}' is not an array of numbers"
@@ -110,18 +85,21 @@ def _item_array(spec: TensorSpec, data: bytes) -> np.ndarray:
 
 
 def _json_value(value: Any) -> Any:
-    """An output (or one item of it) as strict JSON: numbers, lists, text for BYTES, and null
-    for NaN and infinities (JSON has none; JavaScript's and Go's parsers reject `NaN`)."""
+    """An output (or an explanation) as strict JSON: numbers, lists, mappings, text for BYTES,
+    and null for NaN and infinities (JSON has none; JavaScript's and Go's parsers reject `NaN`)."""
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     if isinstance(value, np.ndarray):
         if value.dtype == object:
             return [_json_value(item) for item in value]
-        if value.dtype.kind in "fc" and not np.isfinite(value).all():
-            return _finite(value.tolist())
-        return value.tolist()
+        finite = value.dtype.kind not in "fc" or bool(np.isfinite(value).all())
+        return value.tolist() if finite else _finite(value.tolist())
     if isinstance(value, np.generic):
         return _finite(value.item())
+    if isinstance(value, dict):
+        return {str(key): _json_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_value(item) for item in value]
     return _finite(value)
 
 
@@ -225,8 +203,7 @@ class ModzyService(pb_grpc.ModzyModelServicer):
         function = getattr(self._state.model, method)
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(self._state.batcher.executor, function, inputs)
-        return json.dumps(_json_value(result) if isinstance(result, np.ndarray) else result,
-                          default=_json_value, allow_nan=False).encode()  # fmt: skip
+        return _dumps(_json_value(result))
 
     async def _run_item(self, inputs: Arrays, request: pb.RunRequest) -> pb.OutputItem:
         try:

@@ -94,3 +94,30 @@ def test_an_attached_referrer_changes_no_image_or_index_digest(tmp_path: Path) -
     assert isinstance(target, Descriptor)
     assert target.media_type == INDEX_TYPE
     assert target.annotations[REF_NAME] == TAG
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_files_are_read_from_layers_of_many_pieces(tmp_path: Path, compression: str) -> None:
+    """A layer over 4 MiB is several gzip members or zstd frames; the reader streams them all."""
+    import os  # noqa: PLC0415
+
+    from omi_build import image  # noqa: PLC0415
+    from omi_build.fetch import Store  # noqa: PLC0415
+    from omi_build.layers import Entry, Layer  # noqa: PLC0415
+    from omi_build.layers._tar import write  # noqa: PLC0415
+    from omi_build.manifest import load  # noqa: PLC0415
+    from tests.conftest import EXAMPLES  # noqa: PLC0415
+
+    store = Store(tmp_path / "cache")
+    weights = os.urandom(9 << 20)
+    entries = [Entry(path="a/weights.bin", data=weights), Entry(path="z/config.json", data=b"{}")]
+    blob = write(entries, store, compression=compression, epoch=0)  # type: ignore[arg-type]
+    built = image.assemble(
+        load(EXAMPLES / "iris-sklearn"), "linux/amd64", [Layer(name="big", blob=blob)],
+        python="3.11", epoch=0, entry_args=[],
+    )  # fmt: skip
+    image.write_layout(tmp_path / "layout", store, [built], labels={}, tag=TAG)
+    layout = Layout.open(tmp_path / "layout")
+    amd64 = layout.image("amd64")
+    assert layout.file(amd64, "z/config.json") == b"{}"
+    assert layout.file(amd64, "a/weights.bin") == weights
