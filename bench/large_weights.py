@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 TOOL = Path(sys.executable).with_name("omi-build")
 sys.path.insert(0, str(REPO))
 
-from omi_build import run  # noqa: E402
+from omi_build import engine  # noqa: E402
 from omi_build.platforms import host_platform  # noqa: E402
 
 
@@ -83,10 +83,10 @@ def main() -> int:
         log = Path(scratch) / "server.log"
         with log.open("wb") as sink:
             started = time.monotonic()
-            running = run.start(out, port=port, output=sink)
+            running = engine.start(out, port=port, output=sink)
             unpacked = time.monotonic() - started
         try:
-            run.wait_serving(running, timeout=120)
+            engine.wait_serving(running, timeout=120)
             serving = time.monotonic() - started - unpacked
             state = json.loads(subprocess.run(["runc", "state", running.name], capture_output=True, text=True,
                                               check=True).stdout)  # fmt: skip

@@ -21,9 +21,9 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from omi_build import api, run
-from omi_build.runtime._generated import grpc_predict_v2_pb2 as oip
-from omi_build.runtime._generated import grpc_predict_v2_pb2_grpc as oip_grpc
+from omi_build import api, engine
+from omi_build.runtime.protocol import grpc_predict_v2_pb2 as oip
+from omi_build.runtime.protocol import grpc_predict_v2_pb2_grpc as oip_grpc
 
 REPO = Path(__file__).resolve().parent.parent
 DURATION_S = 5
@@ -92,9 +92,9 @@ def main() -> None:
         root = Path(scratch)
         server_log = (root / "server.log").open("wb")
         started = time.perf_counter()
-        running = run.start(layout, port=port, output=server_log)
+        running = engine.start(layout, port=port, output=server_log)
         try:
-            run.wait_serving(running)
+            engine.wait_serving(running)
             to_serving = time.perf_counter() - started
             serving = next(
                 json.loads(line)

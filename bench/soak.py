@@ -24,8 +24,8 @@ import grpc
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from omi_build.runtime._generated import model2_template_pb2 as omi  # noqa: E402
-from omi_build.runtime._generated import model2_template_pb2_grpc as omi_grpc  # noqa: E402
+from omi_build.runtime.protocol import model2_template_pb2 as omi  # noqa: E402
+from omi_build.runtime.protocol import model2_template_pb2_grpc as omi_grpc  # noqa: E402
 from tests.runtime.harness import health_ms, infer_request, inference, serving  # noqa: E402
 
 SETTINGS = {

@@ -11,16 +11,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from omi_build.fetch import Store
-
-# folder -> what it holds; everything but the downloads is derived from them, rebuilt on demand
-_DERIVED = {
-    "unpacked": "each download unpacked, with its bytecode",
-    "interpreters": "the image's Python, run to compile bytecode",
-    "layers": "which layer blob each set of inputs built",
-    "manifests": "validated manifests",
-}
-_KEPT = {"blobs", "locks"}
+from omi_build import atomic
+from omi_build.store import FOLDERS, Store
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -34,7 +26,7 @@ class Usage:
 def _layer_blobs(store: Store) -> set[str]:
     """The blobs that built layers (the others in the store are downloads)."""
     digests = set()
-    for record in (store.root / "layers").glob("[!.]*.json"):
+    for record in store.folder("layers").glob("[!.]*.json"):
         try:
             digests.add(str(json.loads(record.read_text(encoding="utf-8"))["digest"]).removeprefix("sha256:"))
         except (OSError, ValueError, KeyError, TypeError):
@@ -56,10 +48,16 @@ def _measure(paths: list[Path]) -> tuple[int, int]:
     return files, size
 
 
+def _top(name: str) -> str:
+    return name.split("/", 1)[0]
+
+
 def usage(store: Store) -> list[Usage]:
     """What the cache holds, folder by folder; the store's blobs split into downloads and layers."""
     layers = _layer_blobs(store)
-    blobs = list(store.blobs.glob("[!.]*")) if store.blobs.is_dir() else []
+    blobs = (
+        [b for b in store.blobs.iterdir() if not atomic.is_temporary(b.name)] if store.blobs.is_dir() else []
+    )
     rows = []
     for what, chosen in (
         ("downloaded .debs and wheels", [b for b in blobs if b.name not in layers]),
@@ -67,11 +65,18 @@ def usage(store: Store) -> list[Usage]:
     ):
         files, size = _measure(chosen)
         rows.append(Usage(folder="blobs/sha256", what=what, files=files, size=size))
-    others = sorted(p.name for p in _children(store.root) if p.is_dir() and p.name not in _KEPT)
-    for folder in dict.fromkeys([*_DERIVED, *others]):
-        files, size = _measure([store.root / folder]) if (store.root / folder).is_dir() else (0, 0)
-        what = _DERIVED.get(folder, "left by another omi-build version")
-        rows.append(Usage(folder=folder, what=what, files=files, size=size))
+    registered = {_top(name) for name in FOLDERS}
+    for folder in FOLDERS.values():
+        if folder.derived:
+            path = store.folder(folder.name)
+            files, size = _measure([path]) if path.is_dir() else (0, 0)
+            rows.append(Usage(folder=folder.name, what=folder.what, files=files, size=size))
+    for path in _children(store.root):
+        if path.is_dir() and path.name not in registered:
+            files, size = _measure([path])
+            rows.append(
+                Usage(folder=path.name, what="left by another omi-build version", files=files, size=size)
+            )
     return rows
 
 
@@ -85,9 +90,10 @@ def clean(store: Store, *, keep_downloads: bool) -> int:
         if keep_downloads:
             for digest in _layer_blobs(store):
                 store.path_for(digest).unlink(missing_ok=True)
-            for leftover in store.blobs.glob(".*") if store.blobs.is_dir() else []:
-                leftover.unlink(missing_ok=True)  # temporary files of killed builds
-        kept = _KEPT if keep_downloads else {"locks"}
+            for leftover in store.blobs.iterdir() if store.blobs.is_dir() else []:
+                if atomic.is_temporary(leftover.name):
+                    leftover.unlink(missing_ok=True)  # temporary files of killed builds
+        kept = {_top(f.name) for f in FOLDERS.values() if not f.derived} if keep_downloads else {"locks"}
         for path in [item for item in _children(store.root) if item.name not in kept]:
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)

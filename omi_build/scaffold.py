@@ -6,7 +6,8 @@ import re
 from pathlib import Path
 
 from omi_build.errors import OmiError
-from omi_build.manifest import MANIFEST_NAME
+from omi_build.manifest import MANIFEST_NAME, types
+from omi_build.suites import SUITES
 
 _MANIFEST = """\
 # omi.yaml: how omi-build builds, serves and secures this model.
@@ -29,7 +30,7 @@ model:
     - inputs: {{features: [[1.0, 2.0, 3.0, 4.0]]}}
       outputs: {{scores: [10.0]}}
 python:
-  version: "3.11"              # quoted: 3.10 unquoted would be the number 3.1
+  version: "{python}"              # quoted: 3.10 unquoted would be the number 3.1
   requirements: [numpy==2.2.6] # pin with == for reproducible builds
 targets:
   cpu:
@@ -40,15 +41,15 @@ targets:
   #   cuda: "12.4"
   #   platforms: [linux/amd64]
 serving:
-  port: 45000
-  protocols: [omi-v1, oip-v2]
-  batching: {{max_batch_size: 32, max_wait_ms: 2}}
+  port: {serving.port}
+  protocols: [{protocols}]
+  batching: {{max_batch_size: {batching.max_batch_size}, max_wait_ms: {batching.max_wait_ms:g}}}
 security:
-  user: 65532                  # never root
+  user: {security.user}                  # never root
   allow_source_builds: false   # wheels only
 build:
-  base: {{debian: bookworm}}
-  compression: gzip
+  base: {{debian: {build.base.debian}}}
+  compression: {build.compression}
 """
 
 _MODEL = '''\
@@ -72,6 +73,20 @@ class Model:
 '''
 
 
+def _starter(name: str) -> str:
+    """The starter manifest, spelling out the defaults (from the manifest's types, not copies)."""
+    serving, build = types.Serving(), types.Build()
+    return _MANIFEST.format(
+        name=name,
+        python=SUITES[build.base.debian].python,
+        serving=serving,
+        batching=serving.batching,
+        protocols=", ".join(serving.protocols),
+        security=types.Security(),
+        build=build,
+    )
+
+
 def package_name(directory: Path) -> str:
     """A DNS-1123 label made from a directory name."""
     name = re.sub(r"[^a-z0-9-]+", "-", directory.resolve().name.lower()).strip("-")[:63].strip("-")
@@ -89,6 +104,6 @@ def write(directory: Path, *, force: bool = False) -> list[Path]:
     if not model.exists():
         model.write_text(_MODEL, encoding="utf-8")
         written.append(model)
-    manifest.write_text(_MANIFEST.format(name=package_name(directory)), encoding="utf-8")
+    manifest.write_text(_starter(package_name(directory)), encoding="utf-8")
     written.append(manifest)
     return written

@@ -140,7 +140,7 @@ def resolve(
 ) -> list[Selection]:
     """Resolve paths and labels to loaded selections, in order, without repeats.
 
-    With no arguments: the package in `cwd`, or else every package below it. With `cache`,
+    With no arguments: the package in `cwd`, or else every package below it. With `cache` (a folder),
     valid manifests are remembered there (see manifest.load_cached).
     """
     cwd = (cwd or Path.cwd()).resolve()

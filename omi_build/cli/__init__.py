@@ -158,7 +158,7 @@ def _cmd_lock(args: argparse.Namespace, io: _Streams) -> int:
 
 
 def _cmd_build(args: argparse.Namespace, io: _Streams) -> int:
-    images = api.build(
+    built = api.build(
         args.targets,
         target=args.target,
         platform=args.platform,
@@ -179,11 +179,12 @@ def _cmd_build(args: argparse.Namespace, io: _Streams) -> int:
                 "size": image.size,
                 "compressed_size": image.compressed_size,
             }
-            for image in images
+            for target in built
+            for image in target.images
         ]
         io.out.write(json.dumps(rows, indent=2) + "\n")
     else:
-        for image in images:
+        for image in (image for target in built for image in target.images):
             io.out.write(
                 f"{image.label} {image.platform} {image.digest} "
                 f"({image.size / 1e6:.1f} MB, {image.compressed_size / 1e6:.1f} MB compressed)\n"
@@ -224,7 +225,7 @@ def _free_port() -> int:
 
 
 def _cmd_run(args: argparse.Namespace, io: _Streams) -> int:
-    from omi_build.run import wait_serving  # noqa: PLC0415
+    from omi_build.engine import wait_serving  # noqa: PLC0415
 
     # SIGTERM (a supervisor, `timeout`, a cancelled CI step) and SIGHUP (a closed terminal)
     # stop it as Ctrl-C does: drain, then remove the container and its bundle.

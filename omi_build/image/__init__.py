@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import tarfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from omi_build import atomic
 from omi_build.digests import canonical, digest_of
 from omi_build.errors import BuildError
 from omi_build.layers import Layer
@@ -169,7 +169,6 @@ def write_docker_archive(
     blob_names = [f"blobs/sha256/{layer.blob.digest.removeprefix('sha256:')}" for layer in image.layers]
     config_name = f"blobs/sha256/{digest_of(image.config).removeprefix('sha256:')}"
     manifest_json = canonical([{"Config": config_name, "RepoTags": [repo_tag], "Layers": blob_names}])
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
     def add(tar: tarfile.TarFile, name: str, data: bytes | None = None, source: Path | None = None) -> None:
         info = tarfile.TarInfo(name)
@@ -182,22 +181,18 @@ def write_docker_archive(
             with source.open("rb") as stream:
                 tar.addfile(info, stream)
 
-    try:
-        with tarfile.open(temporary, "w", format=tarfile.PAX_FORMAT) as tar:
-            for directory in ("blobs", "blobs/sha256"):
-                info = tarfile.TarInfo(directory)
-                info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, epoch
-                tar.addfile(info)
-            written = set()
-            for name in sorted({config_name, *blob_names}):
-                source = layout / name
-                if not source.is_file():
-                    msg = f"{source} is missing from the layout"
-                    raise BuildError(msg)
-                if name not in written:
-                    add(tar, name, source=source)
-                    written.add(name)
-            add(tar, "manifest.json", manifest_json)
-        temporary.replace(path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with atomic.replacing(path) as out, tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for directory in ("blobs", "blobs/sha256"):
+            info = tarfile.TarInfo(directory)
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, epoch
+            tar.addfile(info)
+        written = set()
+        for name in sorted({config_name, *blob_names}):
+            source = layout / name
+            if not source.is_file():
+                msg = f"{source} is missing from the layout"
+                raise BuildError(msg)
+            if name not in written:
+                add(tar, name, source=source)
+                written.add(name)
+        add(tar, "manifest.json", manifest_json)

@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from omi_build import atomic
 from omi_build.digests import canonical, digest_of
 from omi_build.errors import BuildError, LayoutError
-from omi_build.fetch import Store, sha256_file
 from omi_build.platforms import arch_of
+from omi_build.store import Store, sha256_file
 
 if TYPE_CHECKING:
     from . import PlatformImage
@@ -84,8 +85,7 @@ def _intact(path: Path, digest: str) -> bool:
 
 
 def _place(source: Path, target: Path) -> None:
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    temporary.unlink(missing_ok=True)
+    temporary = atomic.temporary_beside(target)
     try:
         _copy(source, temporary)
         temporary.replace(target)
@@ -97,9 +97,7 @@ def _write_blob(blobs: Path, data: bytes) -> str:
     digest = digest_of(data)
     target = blobs / digest.removeprefix("sha256:")
     if not (target.is_file() and not target.is_symlink() and target.read_bytes() == data):
-        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        temporary.write_bytes(data)
-        temporary.replace(target)
+        atomic.write_bytes(target, data)
     return digest
 
 
@@ -166,9 +164,7 @@ def _write_layout(
 
 
 def _write_index(directory: Path, top: dict[str, Any]) -> None:
-    temporary = directory / f".index.json.{os.getpid()}.tmp"
-    temporary.write_bytes(canonical(top))
-    temporary.replace(directory / "index.json")
+    atomic.write_bytes(directory / "index.json", canonical(top))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

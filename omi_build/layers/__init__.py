@@ -14,20 +14,21 @@ import functools
 import hashlib
 import json
 import os
-import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
+from omi_build import atomic
 from omi_build.digests import canonical, digest_of
+from omi_build.download import Downloads
 from omi_build.errors import BuildError, FetchError, PackageFileError
-from omi_build.fetch import Store
 from omi_build.lock import DebPackage, Wheel
 from omi_build.manifest import files
 from omi_build.platforms import arch_of
 from omi_build.progress import Progress
+from omi_build.store import Store
 
 from . import _deb, _interpreter
 from ._tar import Blob, Compression, Entry, Source, write
@@ -148,22 +149,20 @@ class LayerBuilder:
     def __init__(
         self,
         store: Store,
+        downloads: Downloads,
         *,
         compression: Compression,
         epoch: int,
         python_version: str,
         progress: Progress,
         interpreter: Sequence[DebPackage] = (),
-        fetch_interpreter: Callable[[Callable[[str], None]], None] | None = None,
     ) -> None:
         self.store = store
         self.compression: Compression = compression
         self.epoch = epoch
         self.progress = progress
-        self.records = store.root / "layers"
-        self.unpacker = Unpacker(
-            store, python_version=python_version, interpreter=interpreter, fetch_interpreter=fetch_interpreter
-        )
+        self.records = store.folder("layers")
+        self.unpacker = Unpacker(store, downloads, python_version=python_version, interpreter=interpreter)
         self._compressing = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="compress")
 
     def __enter__(self) -> Self:
@@ -214,10 +213,9 @@ class LayerBuilder:
                 build(), self.store, compression=self.compression, epoch=self.epoch, pool=self._compressing
             )
             self.records.mkdir(parents=True, exist_ok=True)
-            record = self.records / f"{key}.json"
-            temporary = record.with_name(f".{key}.{os.getpid()}.{threading.get_ident()}.tmp")
-            temporary.write_text(json.dumps(dataclasses.asdict(blob), sort_keys=True), encoding="utf-8")
-            temporary.replace(record)
+            atomic.write_text(
+                self.records / f"{key}.json", json.dumps(dataclasses.asdict(blob), sort_keys=True)
+            )
         return Layer(name=name, blob=blob)
 
     def _debian_plan(self, debs: list[DebPackage], uid: int) -> tuple[Any, list[Archive]]:
@@ -238,11 +236,15 @@ class LayerBuilder:
             plan.append((name, inputs, archives))
         return plan
 
-    def archives_to_unpack(self, debs: list[DebPackage], wheels: list[Wheel], *, uid: int) -> list[Archive]:
-        """The archives of the layers not built yet: what a build must unpack."""
-        plans = [("debian", *self._debian_plan(debs, uid)), *self._wheel_plan(wheels)]
+    def unpack_on_arrival(
+        self, *, debian: Sequence[DebPackage] = (), wheels: Sequence[Wheel] = (), uid: int = 0
+    ) -> None:
+        """Unpack the archives of the layers not built yet as their downloads come in."""
+        plans = [*self._wheel_plan(list(wheels))]
+        if debian:
+            plans.append(("debian", *self._debian_plan(list(debian), uid)))
         unbuilt = [archives for _, inputs, archives in plans if self._built(self._key(inputs)) is None]
-        return [archive for archives in unbuilt for archive in archives]
+        self.unpacker.unpack_on_arrival([archive for archives in unbuilt for archive in archives])
 
     def debian(self, debs: list[DebPackage], *, uid: int) -> Layer:
         inputs, archives = self._debian_plan(debs, uid)

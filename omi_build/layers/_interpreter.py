@@ -15,10 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from omi_build import atomic
 from omi_build.lock import DebPackage
 from omi_build.platforms import host_arch
 
@@ -127,17 +127,8 @@ def materialize(  # noqa: PLR0917 - what to run, where its files come from, wher
     if root.is_dir() and not _intact(root):
         shutil.rmtree(root, ignore_errors=True)
     if not root.is_dir():
-        folder.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder))
-        try:
+        with atomic.new_folder(root) as scratch:
             _write(scratch, contents(), python_version, triplet)
-            scratch.rename(root)
-        except OSError:
-            if not root.is_dir():
-                raise
-            # another build put it there first
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
     return Compiler(
         argv=(
             str(root / "usr" / "lib" / triplet / loader),

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import IO, Any, Literal
 
 from omi_build.errors import BuildError
-from omi_build.fetch import Store
+from omi_build.store import Store
 
 Kind = Literal["file", "dir", "symlink"]
 Compression = Literal["gzip", "zstd"]

@@ -33,9 +33,11 @@ from typing import Literal, Self
 
 import deflate
 
+from omi_build import atomic
+from omi_build.download import Downloads
 from omi_build.errors import BuildError
-from omi_build.fetch import Store
 from omi_build.lock import DebPackage, Wheel
+from omi_build.store import Store
 
 from . import _deb, _interpreter, _pyc
 from ._tar import Entry
@@ -208,26 +210,27 @@ def decode(data: bytes) -> Unpacked:
 class Unpacker:
     """Unpacks archives on background threads, each once per build, through the cache.
 
-    `prefetch` queues an archive as soon as it is downloaded, so unpacking overlaps the
-    downloads still running; the largest queued archive goes first, as it ends last otherwise.
-    `get` waits for it. Bytecode comes from `compiler()`: the image's interpreter (the locked
-    `interpreter` packages) where the host runs it, else the host's (see _interpreter).
+    `unpack_on_arrival` queues archives as `downloads` brings them in, so unpacking overlaps
+    the downloads still running; the largest queued archive goes first, as it ends last
+    otherwise. `get` waits for one. Bytecode comes from `compiler()`: the image's interpreter
+    (the locked `interpreter` packages) where the host runs it, else the host's (see
+    _interpreter).
     """
 
     def __init__(
         self,
         store: Store,
+        downloads: Downloads,
         *,
         python_version: str,
         interpreter: Sequence[DebPackage] = (),
-        fetch_interpreter: Callable[[Callable[[str], None]], None] | None = None,
     ) -> None:
         self.store = store
+        self.downloads = downloads
         self.python_version = python_version
-        self.folder = store.root / "unpacked"
+        self.folder = store.folder("unpacked")
         self.bytecode = _interpreter.identity(python_version, list(interpreter))
         self._interpreter = tuple(interpreter)
-        self._fetch_interpreter = fetch_interpreter
         self._compiler: _pyc.Compiler | None = None
         self._compiler_made = False
         self._compiler_lock = threading.Lock()
@@ -235,8 +238,6 @@ class Unpacker:
         self._queue: queue.PriorityQueue[tuple[int, int, Archive | None]] = queue.PriorityQueue()
         self._started: dict[str, Future[Unpacked]] = {}
         self._extracting: dict[str, Future[Unpacked]] = {}
-        self._arrived: dict[str, threading.Event] = {}
-        self._closed = False
         self._mutex = threading.Lock()
         self._order = itertools.count()
         self._workers = [
@@ -252,16 +253,8 @@ class Unpacker:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def stop(self) -> None:
-        """The build failed: whatever waits for a download gives up."""
-        self._closed = True
-        with self._mutex:
-            for event in self._arrived.values():
-                event.set()
-
     def close(self) -> None:
         """Stop the workers (archives still queued are not unpacked) and clean up."""
-        self.stop()
         for _ in self._workers:
             self._queue.put((-(1 << 62), next(self._order), None))
         for worker in self._workers:
@@ -271,9 +264,15 @@ class Unpacker:
         self._started.clear()
         self._extracting.clear()
 
-    def arrived(self, digest: str) -> None:
-        """`digest` is in the store now (a fetch calls this for every file it has)."""
-        self._event(digest).set()
+    def unpack_on_arrival(self, archives: Sequence[Archive]) -> None:
+        """Queue each archive as soon as its download is in (at once for those stored)."""
+        by_digest = {a.sha256: a for a in archives}
+
+        def feed() -> None:
+            for digest in self.downloads.arrivals(by_digest):
+                self.prefetch(by_digest[digest])
+
+        threading.Thread(target=feed, name="unpack-feed", daemon=True).start()
 
     def prefetch(self, archive: Archive) -> None:
         with self._mutex:
@@ -301,24 +300,14 @@ class Unpacker:
         archives = [Archive.of_deb(package) for package in self._interpreter]
 
         def contents() -> Iterator[tuple[Entry, ...]]:
-            missing = [a for a in archives if not self.store.has(a.sha256)]
-            if missing and self._fetch_interpreter is not None:
-                self._fetch_interpreter(self.arrived)  # not a platform this build downloads
             return (self._entries_of(archive).entries for archive in archives)
 
         arch = self._interpreter[0].architecture
         name = _interpreter.describe(self.python_version, list(self._interpreter))
-        folder = self.store.root / "interpreters"
+        folder = self.store.folder("interpreters")
         return _interpreter.materialize(
             self.python_version, arch, contents, folder, self.bytecode or "", name
         )
-
-    def _event(self, digest: str) -> threading.Event:
-        with self._mutex:
-            event = self._arrived.setdefault(digest, threading.Event())
-            if self._closed:
-                event.set()
-            return event
 
     def _work(self) -> None:
         while (archive := self._queue.get()[2]) is not None:
@@ -372,11 +361,7 @@ class Unpacker:
         return extracted
 
     def _extract(self, archive: Archive) -> Unpacked:
-        if not self.store.has(archive.sha256):
-            self._event(archive.sha256).wait()
-        if self._closed:
-            msg = f"the build stopped before {archive.what} was unpacked"
-            raise BuildError(msg)
+        self.downloads.wait(archive.sha256, what=archive.what)
         path = self.store.verified(archive.sha256, what=archive.what)
         return (extract_deb if archive.kind == "deb" else extract_wheel)(path, archive.what)
 
@@ -395,9 +380,7 @@ class Unpacker:
         )
         # Written, then renamed into place; not synced: a checksum is checked whenever it is read.
         self.folder.mkdir(parents=True, exist_ok=True)
-        temporary = stored.with_name(f".{stored.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        with temporary.open("wb") as out:
+        with atomic.replacing(stored) as out:
             for part in encode(unpacked):
                 out.write(part)
-        temporary.replace(stored)
         return unpacked

@@ -11,19 +11,20 @@ on whichever mirror or index the configuration names, and checked against the pi
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from omi_build import atomic
 from omi_build.digests import canonical, digest_of
+from omi_build.download import Source
 from omi_build.errors import LockError
-from omi_build.fetch import Store
 from omi_build.manifest import Manifest, files
 from omi_build.platforms import arch_of
 from omi_build.progress import Progress, Silent
+from omi_build.store import Store
+from omi_build.suites import SUITES
 
 from . import _apt, _wheels
 from ._apt import DebPackage
@@ -43,9 +44,11 @@ __all__ = [
     "Wheel",
     "archives",
     "check",
+    "deb_sources",
     "read",
     "resolve",
     "security_updates",
+    "wheel_sources",
 ]
 
 
@@ -126,7 +129,7 @@ def inputs_digest(manifest: Manifest) -> str:
         "python": manifest.python.version,
         "suite": suite,
         "snapshot": manifest.build.base.snapshot,
-        "base": list(_apt.BASE_PACKAGES[suite]),
+        "base": list(SUITES[suite].base_packages),
         "excluded": sorted(_apt.EXCLUDED),
         "system": sorted(manifest.system.packages),
         "targets": {
@@ -203,7 +206,7 @@ def resolve(manifest: Manifest, store: Store, progress: Progress | None = None) 
     suite = _suite(manifest)
     configured = archives(manifest)
     arches = sorted({arch_of(p) for t in manifest.targets for p in t.platforms})
-    roots = [*_apt.BASE_PACKAGES[suite], *manifest.system.packages]
+    roots = [*SUITES[suite].base_packages, *manifest.system.packages]
     debs: dict[str, tuple[DebPackage, ...]] = {}
     for arch in arches:
         merged = _apt.merge(_apt.index(archive, arch, store, progress) for archive in configured)
@@ -229,9 +232,7 @@ def resolve(manifest: Manifest, store: Store, progress: Progress | None = None) 
 
 def write(manifest: Manifest, lock: Lock) -> Path:
     path = lock_path(manifest)
-    temporary = path.with_name(f".{LOCK_NAME}.{os.getpid()}.tmp")
-    temporary.write_text(lock.to_json(), encoding="utf-8")
-    temporary.replace(path)
+    atomic.write_text(path, lock.to_json())
     return path
 
 
@@ -271,70 +272,43 @@ def check(manifest: Manifest) -> Lock:
     return lock
 
 
-def fetch(
-    manifest: Manifest,
-    *,
-    target: str,
-    platform: str,
-    entry: PlatformLock,
-    store: Store,
-    progress: Progress | None = None,
-    on_fetched: Callable[[str], None] | None = None,
-) -> None:
-    """Download every locked file of one platform into the store, checking each hash.
-
-    `on_fetched(sha256)` is called as each file is ready (at once for those already stored),
-    so work on the first files can start while the others download.
-    """
-    progress = progress or Silent()
-    ready = on_fetched or (lambda _: None)
-    # Largest first: they take longest to download and to unpack.
-    missing_debs = sorted((p for p in entry.debian if not store.has(p.sha256)), key=lambda p: -p.size)
-    missing_wheels = sorted((w for w in entry.wheels if not store.has(w.sha256)), key=lambda w: -w.size)
-    missing = {p.sha256 for p in missing_debs} | {w.sha256 for w in missing_wheels}
-    for digest in [p.sha256 for p in entry.debian] + [w.sha256 for w in entry.wheels]:
-        if digest not in missing:
-            ready(digest)
-    if not missing_debs and not missing_wheels:
-        return
-    progress.step(f"download {len(missing_debs) + len(missing_wheels)} files for {target} {platform}")
-
-    def download(url: str, digest: str, what: str, size: int) -> None:
-        store.fetch(url, digest, what=what, size=size, progress=progress)
-        ready(digest)
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        futures = []
-        # Debian packages start first: asking the index for the wheels' URLs takes a while.
-        for url, package in _deb_urls(manifest, missing_debs):
-            what = f"{package.name} {package.version} ({package.architecture})"
-            futures.append(pool.submit(download, url, package.sha256, what, package.size))
-        if missing_wheels:
-            found = _wheels.urls(
-                missing_wheels,
-                arch=arch_of(platform),
-                suite=_suite(manifest),
-                python_version=manifest.python.version,
-                indexes=manifest.target(target).indexes,
-            )
-            for wheel in missing_wheels:
-                if wheel.filename not in found:
-                    msg = f"wheel {wheel.filename} is not on the package index"
-                    raise LockError(msg, hint="it may have been yanked; run 'omi-build lock' to re-resolve")
-                url = found[wheel.filename]
-                futures.append(pool.submit(download, url, wheel.sha256, wheel.filename, wheel.size))
-        for future in futures:
-            future.result()
-
-
-def _deb_urls(manifest: Manifest, packages: list[DebPackage]) -> list[tuple[str, DebPackage]]:
-    if not packages:
-        return []
+def deb_sources(manifest: Manifest, packages: Iterable[DebPackage]) -> list[Source]:
+    """Where each locked Debian package is downloaded from: the configured mirror of its suite."""
     mirrors = {a.suite: a.uri for a in archives(manifest)}
-    urls = []
+    sources = []
     for package in packages:
         if package.suite not in mirrors:
             msg = f"no mirror is configured for {package.suite}, which {package.name} comes from"
             raise LockError(msg, hint="configure the suite's mirror or run 'omi-build lock'")
-        urls.append((f"{mirrors[package.suite]}/{package.filename}", package))
-    return urls
+        sources.append(
+            Source(
+                sha256=package.sha256,
+                size=package.size,
+                what=f"{package.name} {package.version} ({package.architecture})",
+                url=f"{mirrors[package.suite]}/{package.filename}",
+            )
+        )
+    return sources
+
+
+def wheel_sources(manifest: Manifest, *, target: str, platform: str, wheels: Iterable[Wheel]) -> list[Source]:
+    """Where each locked wheel is downloaded from, asked of the target's package indexes."""
+    wanted = list(wheels)
+    if not wanted:
+        return []
+    found = _wheels.urls(
+        wanted,
+        arch=arch_of(platform),
+        suite=_suite(manifest),
+        python_version=manifest.python.version,
+        indexes=manifest.target(target).indexes,
+    )
+    sources = []
+    for wheel in wanted:
+        if wheel.filename not in found:
+            msg = f"wheel {wheel.filename} is not on the package index"
+            raise LockError(msg, hint="it may have been yanked; run 'omi-build lock' to re-resolve")
+        sources.append(
+            Source(sha256=wheel.sha256, size=wheel.size, what=wheel.filename, url=found[wheel.filename])
+        )
+    return sources

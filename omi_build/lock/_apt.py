@@ -17,46 +17,13 @@ from pathlib import Path
 
 from omi_build import settings
 from omi_build.errors import LockError, ToolError
-from omi_build.fetch import Store, open_url, with_retries
 from omi_build.progress import Progress
+from omi_build.store import Store, open_url, with_retries
 
 DEFAULT_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 APT_SOURCES = Path("/etc/apt/sources.list")
 APT_SOURCES_DIR = Path("/etc/apt/sources.list.d")
 
-# What a Python base needs, by suite (package names change with Debian's t64 transition).
-BASE_PACKAGES = {
-    "bookworm": (
-        "base-files",
-        "netbase",
-        "tzdata",
-        "ca-certificates",
-        "media-types",
-        "libc6",
-        "libgcc-s1",
-        "libstdc++6",
-        "libssl3",
-        "zlib1g",
-        "python3.11-minimal",
-        "libpython3.11-minimal",
-        "libpython3.11-stdlib",
-    ),
-    "trixie": (
-        "base-files",
-        "netbase",
-        "tzdata",
-        "ca-certificates",
-        "media-types",
-        "libc6",
-        "libgcc-s1",
-        "libstdc++6",
-        "libssl3t64",
-        "zlib1g",
-        "python3.13-minimal",
-        "libpython3.13-minimal",
-        "libpython3.13-stdlib",
-    ),
-}
 # Never installed, even when something depends on them: a container needs no package manager,
 # shell, configuration frontend or init system (maintainer scripts never run here).
 EXCLUDED = frozenset(

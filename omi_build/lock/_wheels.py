@@ -20,9 +20,8 @@ from urllib.parse import unquote, urlparse
 
 from omi_build import settings
 from omi_build.errors import LockError, ToolError
+from omi_build.suites import SUITES
 
-# glibc of each Debian suite: the newest manylinux tag its wheels may carry.
-SUITE_GLIBC = {"bookworm": "2_36", "trixie": "2_41"}
 _UV_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
 # What uv prints when the index, not the requirements, is the problem.
 _NETWORK_SIGNS = (
@@ -54,7 +53,7 @@ def _uv() -> str:
 
 
 def uv_platform(arch: str, suite: str) -> str:
-    return f"{_UV_ARCH[arch]}-manylinux_{SUITE_GLIBC[suite]}"
+    return f"{_UV_ARCH[arch]}-manylinux_{SUITES[suite].glibc}"
 
 
 def _compile(
@@ -117,7 +116,7 @@ def _compile(
             raise LockError(
                 msg,
                 hint="each package needs a wheel for this platform and Python "
-                f"{python_version} (manylinux, glibc {SUITE_GLIBC[suite].replace('_', '.')}); "
+                f"{python_version} (manylinux, glibc {SUITES[suite].glibc.replace('_', '.')}); "
                 "pin a version that has one, or drop the platform",
             )
         packages: list[dict[str, object]] = tomllib.loads(output.read_text(encoding="utf-8")).get(

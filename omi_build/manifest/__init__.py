@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from omi_build import __version__
+from omi_build import __version__, atomic
 from omi_build.errors import Issue, ManifestError, WorkspaceError
 
 from .types import Manifest, Target, Tensor, from_data
@@ -111,8 +111,8 @@ def _read_files(manifest: Manifest) -> list[Path]:
     return files
 
 
-def load_cached(path: str | os.PathLike[str], cache: Path) -> Manifest:
-    """load(), remembering valid manifests under `cache`, so a build that changed nothing
+def load_cached(path: str | os.PathLike[str], folder: Path) -> Manifest:
+    """load(), remembering valid manifests in `folder`, so a build that changed nothing
     does not pay for YAML and JSON Schema again (150 ms).
 
     The key covers the text, this omi-build and the names of the package's files; the entry
@@ -124,7 +124,7 @@ def load_cached(path: str | os.PathLike[str], cache: Path) -> Manifest:
     raw = _read_capped(file)
     key = hashlib.sha256(f"{__version__}\0{file.resolve()}\0".encode() + raw)
     key.update("\0".join(_listing(file.parent)).encode("utf-8", "surrogateescape"))
-    entry = cache / "manifests" / f"{key.hexdigest()}.json"
+    entry = folder / f"{key.hexdigest()}.json"
     try:
         cached: dict[str, Any] = json.loads(entry.read_text(encoding="utf-8"))
         if all(_stat(Path(name)) == stat for name, stat in cached["reads"].items()):
@@ -141,9 +141,7 @@ def load_cached(path: str | os.PathLike[str], cache: Path) -> Manifest:
         manifest, data = _load(file, raw)
     reads = {str(read): _stat(read) for read in _read_files(manifest)}
     entry.parent.mkdir(parents=True, exist_ok=True)
-    temporary = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps({"data": data, "reads": reads}), encoding="utf-8")
-    temporary.replace(entry)
+    atomic.write_text(entry, json.dumps({"data": data, "reads": reads}))
     return manifest
 
 

@@ -16,13 +16,12 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 
 from omi_build.platforms import ARCH_ALIASES, SUPPORTED_ARCHITECTURES
+from omi_build.suites import DEFAULT_SUITE, SUITES
 
 from . import files
 from ._entrypoint import check_entrypoint, relative_problem
 from ._report import Reporter, suggest
 from ._yaml import Path
-
-SUITE_PYTHON = {"bookworm": "3.11", "trixie": "3.13"}
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -253,10 +252,10 @@ def _check_python(data: dict[str, Any], base: FsPath, report: Reporter) -> None:
     version = python.get("version")
     if "image" in base_section or not isinstance(version, str):
         return
-    suite = base_section.get("debian", "bookworm")
-    wanted = SUITE_PYTHON.get(suite) if isinstance(suite, str) else None
+    suite = base_section.get("debian", DEFAULT_SUITE)
+    wanted = SUITES[suite].python if isinstance(suite, str) and suite in SUITES else None
     if wanted is not None and version != wanted:
-        others = [s for s, v in SUITE_PYTHON.items() if v == version]
+        others = [s.name for s in SUITES.values() if s.python == version]
         fix = f" or build.base.debian to {others[0]}" if others else ""
         report.add(
             ("python", "version"),

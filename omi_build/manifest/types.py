@@ -6,9 +6,12 @@ schema property has no field here) and carry the schema's defaults.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from omi_build.suites import DEFAULT_SUITE
 
 Accelerator = Literal["cpu", "cuda"]
 Protocol = Literal["omi-v1", "oip-v2"]
@@ -42,7 +45,7 @@ class Tensor:
 class Example:
     name: str
     inputs: dict[str, Any]
-    outputs: dict[str, Any]
+    outputs: dict[str, Any] = field(default_factory=dict)
     tolerance: float = 1e-6
 
 
@@ -146,7 +149,7 @@ class Security:
 
 @dataclass(**_FROZEN)
 class Base:
-    debian: str = "bookworm"
+    debian: str = DEFAULT_SUITE
     snapshot: str | None = None
     mirror: str | None = None
     security_mirror: str | None = None
@@ -188,104 +191,68 @@ class Manifest:
         raise KeyError(name)
 
 
+# What a manifest without `targets` builds (the schema's default, spelled once in Python).
+DEFAULT_TARGETS: dict[str, dict[str, Any]] = {"cpu": {"accelerator": "cpu"}}
+
+
+def _given(raw: dict[str, Any], **convert: Callable[[Any], Any]) -> dict[str, Any]:
+    """The fields a manifest sets, converted: each dataclass's own default covers the rest, so
+    no default is written here a second time."""
+    return {key: convert[key](value) if key in convert else value for key, value in raw.items()}
+
+
+def _pairs(raw: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(raw.items()))
+
+
 def _tensor(raw: dict[str, Any]) -> Tensor:
-    return Tensor(
-        name=raw["name"],
-        datatype=raw["datatype"],
-        shape=tuple(raw["shape"]),
-        media_types=tuple(raw.get("media_types", ())),
-        max_bytes=raw.get("max_bytes"),
-        description=raw.get("description", ""),
-    )
+    return Tensor(**_given(raw, shape=tuple, media_types=tuple))
 
 
-def _pairs(raw: dict[str, str] | None) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted((raw or {}).items()))
+def _tensors(raw: list[dict[str, Any]]) -> tuple[Tensor, ...]:
+    return tuple(_tensor(t) for t in raw)
+
+
+def _examples(raw: list[dict[str, Any]]) -> tuple[Example, ...]:
+    return tuple(Example(**{"name": f"example {n + 1}", **example}) for n, example in enumerate(raw))
+
+
+def _signing(raw: dict[str, Any]) -> Signing:
+    return Signing(**_given(raw, keyless=lambda k: Keyless(**k)))
 
 
 def from_data(path: Path, data: dict[str, Any]) -> Manifest:
-    """Build a Manifest from schema-valid data (defaults filled in here)."""
-    meta = data["metadata"]
-    model = data["model"]
-    python = data["python"]
-    serving = data.get("serving", {})
-    security = data.get("security", {})
-    signing = security.get("signing")
-    build = data.get("build", {})
-    targets = data.get("targets") or {"cpu": {"accelerator": "cpu"}}
+    """Build a Manifest from schema-valid data (the dataclasses hold the defaults)."""
+    targets = data.get("targets") or DEFAULT_TARGETS
     return Manifest(
         path=path,
         api_version=data["apiVersion"],
         kind=data["kind"],
-        metadata=Metadata(
-            name=meta["name"],
-            version=meta["version"],
-            description=meta.get("description", ""),
-            authors=tuple(meta.get("authors", ())),
-            license=meta.get("license"),
-            labels=_pairs(meta.get("labels")),
-        ),
+        metadata=Metadata(**_given(data["metadata"], authors=tuple, labels=_pairs)),
         model=Model(
-            entrypoint=model["entrypoint"],
-            files=tuple(model["files"]),
-            allow_links=model.get("allow_links", False),
-            inputs=tuple(_tensor(t) for t in model["inputs"]),
-            outputs=tuple(_tensor(t) for t in model["outputs"]),
-            examples=tuple(
-                Example(
-                    name=example.get("name", f"example {index + 1}"),
-                    inputs=example["inputs"],
-                    outputs=example.get("outputs", {}),
-                    tolerance=example.get("tolerance", 1e-6),
-                )
-                for index, example in enumerate(model.get("examples", ()))
-            ),
+            **_given(data["model"], files=tuple, inputs=_tensors, outputs=_tensors, examples=_examples)
         ),
-        python=Python(
-            version=python["version"],
-            requirements=tuple(python.get("requirements", ())),
-            requirements_file=python.get("requirements_file"),
-        ),
-        system=System(packages=tuple(data.get("system", {}).get("packages", ()))),
+        python=Python(**_given(data["python"], requirements=tuple)),
+        system=System(**_given(data.get("system", {}), packages=tuple)),
         targets=tuple(
-            Target(
-                name=name,
-                accelerator=raw["accelerator"],
-                cuda=raw.get("cuda"),
-                platforms=tuple(raw.get("platforms", ("linux/amd64",))),
-                requirements=tuple(raw.get("requirements", ())),
-                indexes=tuple(raw.get("indexes", ())),
-            )
+            Target(name=name, **_given(raw, platforms=tuple, requirements=tuple, indexes=tuple))
             for name, raw in sorted(targets.items())
         ),
         serving=Serving(
-            port=serving.get("port", 45000),
-            protocols=tuple(serving.get("protocols", ("omi-v1", "oip-v2"))),
-            batching=Batching(**serving.get("batching", {})),
-            max_message_bytes=serving.get("max_message_bytes", 64 * 1024 * 1024),
-            timeouts=Timeouts(**serving.get("timeouts", {})),
-            concurrency=Concurrency(**serving.get("concurrency", {})),
+            **_given(
+                data.get("serving", {}),
+                protocols=tuple,
+                batching=lambda raw: Batching(**raw),
+                timeouts=lambda raw: Timeouts(**raw),
+                concurrency=lambda raw: Concurrency(**raw),
+            )
         ),
         security=Security(
-            user=security.get("user", 65532),
-            allow_source_builds=security.get("allow_source_builds", False),
-            licenses=Licenses(
-                allow=tuple(security.get("licenses", {}).get("allow", ())),
-                deny=tuple(security.get("licenses", {}).get("deny", ())),
-            ),
-            max_image_size=security.get("max_image_size"),
-            signing=None
-            if signing is None
-            else Signing(
-                required=signing.get("required", True),
-                keyless=Keyless(**signing["keyless"]) if "keyless" in signing else None,
-                public_key=signing.get("public_key"),
-            ),
+            **_given(
+                data.get("security", {}),
+                licenses=lambda raw: Licenses(**_given(raw, allow=tuple, deny=tuple)),
+                signing=_signing,
+            )
         ),
-        build=Build(
-            base=Base(**build.get("base", {})),
-            compression=build.get("compression", "gzip"),
-            source_date_epoch=build.get("source_date_epoch", 0),
-            labels=_pairs(build.get("labels")),
-        ),
+        build=Build(**_given(data.get("build", {}), base=lambda raw: Base(**raw), labels=_pairs)),
     )

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ._model import TensorSpec
-from ._tensors import conform_output
+from .tensors import conform_output
 
 Arrays = dict[str, np.ndarray]
 _INLINE_BELOW_S = 0.0005

@@ -9,9 +9,9 @@ from typing import Any
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
 
-from ._generated import health_pb2, health_pb2_grpc, reflection_pb2_grpc
-from ._generated import reflection_pb2 as rpb
 from ._limits import short
+from .protocol import health_pb2, health_pb2_grpc, reflection_pb2_grpc
+from .protocol import reflection_pb2 as rpb
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

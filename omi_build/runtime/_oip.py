@@ -12,11 +12,11 @@ import grpc
 import numpy as np
 
 from ._batcher import Arrays, ModelError
-from ._generated import grpc_predict_v2_pb2 as pb
-from ._generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from ._limits import Rejected, answer_bytes, short
 from ._model import Config
-from ._tensors import (
+from .protocol import grpc_predict_v2_pb2 as pb
+from .protocol import grpc_predict_v2_pb2_grpc as pb_grpc
+from .tensors import (
     TensorError,
     check_shape,
     conform_output,

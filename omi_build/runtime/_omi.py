@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 
 from ._batcher import Arrays, ModelError
-from ._generated import model2_template_pb2 as pb
-from ._generated import model2_template_pb2_grpc as pb_grpc
 from ._limits import Rejected, short
 from ._model import Config, TensorSpec
-from ._tensors import DTYPES, TensorError, check_shape
+from .protocol import model2_template_pb2 as pb
+from .protocol import model2_template_pb2_grpc as pb_grpc
+from .tensors import DTYPES, TensorError, check_shape
 
 _NPY_MAGIC = b"\x93NUMPY"
 

@@ -120,7 +120,7 @@ async def serve(
     services = [s for s, p in ((OMI_SERVICE, "omi-v1"), (OIP_SERVICE, "oip-v2")) if p in protocols]
     health = HealthService(services)
     stop = asyncio.Event()
-    from ._generated import grpc_predict_v2_pb2_grpc, health_pb2_grpc, model2_template_pb2_grpc  # noqa: PLC0415
+    from .protocol import grpc_predict_v2_pb2_grpc, health_pb2_grpc, model2_template_pb2_grpc  # noqa: PLC0415
 
     guarded = Guarded(server)  # undecodable requests: INVALID_ARGUMENT on every method
     health_pb2_grpc.add_HealthServicer_to_server(health, guarded)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from omi_build import api
-from omi_build.api import BuiltImage
+from omi_build.build import BuiltImage, BuiltTarget
 from tests.conftest import EXAMPLES
 
 
@@ -32,7 +32,12 @@ def build_in(directory: Path, monkeypatch: pytest.MonkeyPatch, **options: object
     example = (
         copy_example(directory) if not (directory / "iris-sklearn").exists() else directory / "iris-sklearn"
     )
-    return api.build([str(example)], output=directory / "out", **options)  # type: ignore[arg-type]
+    return images_of(api.build([str(example)], output=directory / "out", **options))  # type: ignore[arg-type]
+
+
+def images_of(built: list[BuiltTarget]) -> list[BuiltImage]:
+    """Every platform's image of every target built, in order."""
+    return [image for target in built for image in target.images]
 
 
 @pytest.fixture(scope="session")

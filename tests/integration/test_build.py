@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from omi_build import api
-from omi_build.api import BuiltImage
+from omi_build import api, atomic
+from omi_build.build import BuiltImage
+from omi_build.engine import serving_config
 from omi_build.errors import FetchError, LockError
-from omi_build.run import serving_config
 
-from .conftest import build_in, copy_example, run_in_runc
+from .conftest import build_in, copy_example, images_of, run_in_runc
 
 pytestmark = pytest.mark.integration
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "iris-sklearn" / "index-digest.txt"
@@ -198,14 +198,14 @@ def test_rebuild_after_a_model_change_rebuilds_only_model_layers(
     records = directory / "cache" / "layers"
     before = set(records.iterdir())
     example = directory / "iris-sklearn"
-    again = api.build([str(example)], output=directory / "out")
+    again = images_of(api.build([str(example)], output=directory / "out"))
     assert [i.digest for i in again] == [i.digest for i in images]
     assert set(records.iterdir()) == before  # a no-op builds no layer
     model = example / "model.npz"
     original = model.read_bytes()
     try:
         model.write_bytes(original + b"\n")
-        changed = api.build([str(example)], output=directory / "out2")
+        changed = images_of(api.build([str(example)], output=directory / "out2"))
         added = set(records.iterdir()) - before
         # the model files layer and the serving config (which records its digest); each
         # is the same for both platforms, so built once
@@ -232,7 +232,7 @@ def test_rebuild_from_the_download_cache_gives_the_same_image(
     stored = max((cache / "unpacked").iterdir(), key=lambda p: p.stat().st_size)
     stored.write_bytes(stored.read_bytes()[:-1])
     monkeypatch.setenv("OMI_BUILD_CACHE", str(cache))
-    again = api.build([str(copy_example(tmp_path))], output=tmp_path / "out", locked=True)
+    again = images_of(api.build([str(copy_example(tmp_path))], output=tmp_path / "out", locked=True))
     assert [(i.platform, i.digest) for i in again] == [(i.platform, i.digest) for i in images]
     assert stored.stat().st_size > 0
     original = directory / "cache" / "unpacked"
@@ -266,7 +266,7 @@ def test_wrong_hash_in_the_lock_names_the_package(tmp_path: Path, monkeypatch: p
     with pytest.raises(FetchError, match=r"protobuf-.*\.whl: sha256 .* does not match"):
         api.build([str(example)], output=tmp_path / "out", platform="linux/amd64", locked=True)
     assert not (tmp_path / "out").exists()
-    assert not list((tmp_path / "cache" / "blobs" / "sha256").glob(".tmp*"))
+    assert not [p for p in (tmp_path / "cache" / "blobs" / "sha256").iterdir() if atomic.is_temporary(p.name)]
 
 
 def test_unreachable_mirror_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -347,7 +347,7 @@ def test_zstd_layers_build_and_read_back(
     monkeypatch.setenv("OMI_BUILD_CACHE", str(directory / "cache"))
     example = copy_example(tmp_path)
     _with(example, "  compression: gzip", "  compression: zstd")
-    images = api.build([str(example)], output=tmp_path / "out", platform="linux/amd64")
+    images = images_of(api.build([str(example)], output=tmp_path / "out", platform="linux/amd64"))
     manifest = json.loads(
         (images[0].layout / "blobs/sha256" / images[0].digest.removeprefix("sha256:")).read_text()
     )

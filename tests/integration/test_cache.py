@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from omi_build.api import BuiltImage
+from omi_build.build import BuiltImage
 from omi_build.layers import _unpack
 
 from .conftest import copy_example

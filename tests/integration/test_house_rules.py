@@ -41,7 +41,7 @@ def _lint_with(tmp_path: Path, module: str, line: str) -> subprocess.CompletedPr
             "from omi_build.image import layout",
             "runtime never imports the builder",
         ),
-        ("omi_build/fetch/__init__.py", "from omi_build import api", "stages import only the stages below"),
+        ("omi_build/store/__init__.py", "from omi_build import api", "stages import only the stages below"),
     ],
 )
 def test_a_forbidden_import_breaks_the_lint(tmp_path: Path, module: str, line: str, contract: str) -> None:

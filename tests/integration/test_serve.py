@@ -17,14 +17,14 @@ import grpc
 import numpy as np
 import pytest
 
-from omi_build import api, run
-from omi_build.api import BuiltImage
+from omi_build import api, engine
+from omi_build.build import BuiltImage
 from omi_build.cli import main
-from omi_build.runtime._generated import grpc_predict_v2_pb2 as oip
-from omi_build.runtime._generated import grpc_predict_v2_pb2_grpc as oip_grpc
-from omi_build.runtime._generated import health_pb2, health_pb2_grpc, reflection_pb2, reflection_pb2_grpc
-from omi_build.runtime._generated import model2_template_pb2 as omi
-from omi_build.runtime._generated import model2_template_pb2_grpc as omi_grpc
+from omi_build.runtime.protocol import grpc_predict_v2_pb2 as oip
+from omi_build.runtime.protocol import grpc_predict_v2_pb2_grpc as oip_grpc
+from omi_build.runtime.protocol import health_pb2, health_pb2_grpc, reflection_pb2, reflection_pb2_grpc
+from omi_build.runtime.protocol import model2_template_pb2 as omi
+from omi_build.runtime.protocol import model2_template_pb2_grpc as omi_grpc
 from tests.conftest import EXAMPLES
 
 from .conftest import free_port
@@ -48,18 +48,18 @@ def _reference() -> Any:
 
 
 @pytest.fixture(scope="module")
-def server(iris_build: tuple[Path, list[BuiltImage]]) -> Iterator[run.Running]:
+def server(iris_build: tuple[Path, list[BuiltImage]]) -> Iterator[engine.Running]:
     _, images = iris_build
-    running = run.start(images[0].layout, port=free_port(), output=subprocess.DEVNULL)
+    running = engine.start(images[0].layout, port=free_port(), output=subprocess.DEVNULL)
     try:
-        run.wait_serving(running)
+        engine.wait_serving(running)
         yield running
     finally:
         running.stop()
 
 
 @pytest.fixture
-def channel(server: run.Running) -> Iterator[grpc.Channel]:
+def channel(server: engine.Running) -> Iterator[grpc.Channel]:
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as opened:
         yield opened
 
@@ -197,7 +197,7 @@ def test_omi_refuses_unknown_and_missing_keys(channel: grpc.Channel) -> None:
     assert b"no explain method" in explain.outputs[0].output["error"]
 
 
-def test_a_thousand_concurrent_requests_do_not_crash_it(server: run.Running) -> None:
+def test_a_thousand_concurrent_requests_do_not_crash_it(server: engine.Running) -> None:
     async def flood() -> list[grpc.StatusCode]:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as aio_channel:
             stub = oip_grpc.GRPCInferenceServiceStub(aio_channel)
@@ -235,7 +235,7 @@ print(json.dumps({
 """
 
 
-def test_tritonclient_server_ready_metadata_and_infer(server: run.Running, triton_python: Path) -> None:
+def test_tritonclient_server_ready_metadata_and_infer(server: engine.Running, triton_python: Path) -> None:
     batch = GRID[:25]
     out = subprocess.run(
         [
@@ -275,7 +275,7 @@ asyncio.run(main())
 """
 
 
-def test_chassis_omi_client_status_and_run(server: run.Running, chassis_python: Path) -> None:
+def test_chassis_omi_client_status_and_run(server: engine.Running, chassis_python: Path) -> None:
     out = subprocess.run(
         [str(chassis_python), "-c", CHASSIS_CLIENT, str(server.port)],
         check=True,
@@ -300,12 +300,12 @@ def test_sigterm_and_omi_shutdown_drain_and_exit_zero(
     iris_build: tuple[Path, list[BuiltImage]],
 ) -> None:
     _, images = iris_build
-    first = run.start(images[0].layout, port=free_port(), output=subprocess.DEVNULL)
-    run.wait_serving(first)
+    first = engine.start(images[0].layout, port=free_port(), output=subprocess.DEVNULL)
+    engine.wait_serving(first)
     assert first.stop() == 0
-    second = run.start(images[0].layout, port=free_port(), output=subprocess.DEVNULL)
+    second = engine.start(images[0].layout, port=free_port(), output=subprocess.DEVNULL)
     try:
-        run.wait_serving(second)
+        engine.wait_serving(second)
         with grpc.insecure_channel(f"127.0.0.1:{second.port}") as opened:
             assert omi_grpc.ModzyModelStub(opened).Shutdown(omi.ShutdownRequest()).status_code == 200
         assert second.process.wait(timeout=30) == 0
@@ -342,8 +342,8 @@ def test_streaming_model_answers_tritonclient_with_several_responses(
     directory, _ = iris_build
     monkeypatch.setenv("OMI_BUILD_CACHE", str(directory / "cache"))  # its base layers are iris's
     built = api.build([str(EXAMPLES / "text-stream")], output=tmp_path / "out")
-    with run.start(built[0].layout, port=free_port(), output=subprocess.DEVNULL) as running:
-        run.wait_serving(running)
+    with engine.start(built[0].layout, port=free_port(), output=subprocess.DEVNULL) as running:
+        engine.wait_serving(running)
         out = subprocess.run(
             [str(triton_python), "-c", STREAM_CLIENT, f"127.0.0.1:{running.port}"],
             check=True,
@@ -423,7 +423,7 @@ def test_omi_build_run_stops_cleanly_on_a_signal(
     assert _listeners(port) == []
 
 
-def test_the_served_process_holds_no_capability_and_is_filtered(server: run.Running) -> None:
+def test_the_served_process_holds_no_capability_and_is_filtered(server: engine.Running) -> None:
     state = subprocess.run(["runc", "state", server.name], capture_output=True, text=True, check=True)
     pid = json.loads(state.stdout)["pid"]
     status = dict(

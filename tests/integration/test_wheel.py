@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from omi_build.api import BuiltImage
+from omi_build.build import BuiltImage
 from tests.conftest import EXAMPLES, REPO
 from tests.integration.conftest import copy_example
 

@@ -23,9 +23,9 @@ from typing import Any
 
 import grpc
 
-from omi_build.runtime._generated import grpc_predict_v2_pb2 as oip
-from omi_build.runtime._generated import grpc_predict_v2_pb2_grpc as oip_grpc
-from omi_build.runtime._generated import health_pb2, health_pb2_grpc
+from omi_build.runtime.protocol import grpc_predict_v2_pb2 as oip
+from omi_build.runtime.protocol import grpc_predict_v2_pb2_grpc as oip_grpc
+from omi_build.runtime.protocol import health_pb2, health_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "probe"

@@ -20,9 +20,9 @@ import grpc
 import numpy as np
 import pytest
 
-from omi_build.runtime._generated import grpc_predict_v2_pb2 as oip
-from omi_build.runtime._generated import model2_template_pb2 as omi
-from omi_build.runtime._generated import model2_template_pb2_grpc as omi_grpc
+from omi_build.runtime.protocol import grpc_predict_v2_pb2 as oip
+from omi_build.runtime.protocol import model2_template_pb2 as omi
+from omi_build.runtime.protocol import model2_template_pb2_grpc as omi_grpc
 
 from .harness import MODEL, Server, health_ms, infer_request, inference, serving
 

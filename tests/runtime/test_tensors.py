@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from omi_build.runtime._batcher import Batcher, ModelError
-from omi_build.runtime._generated import grpc_predict_v2_pb2 as pb
 from omi_build.runtime._model import TensorSpec
-from omi_build.runtime._tensors import (
+from omi_build.runtime.protocol import grpc_predict_v2_pb2 as pb
+from omi_build.runtime.tensors import (
     TensorError,
     check_shape,
     conform_output,

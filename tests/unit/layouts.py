@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from omi_build import image
-from omi_build.fetch import Store
 from omi_build.layers import Entry, Layer
 from omi_build.layers._tar import write
 from omi_build.manifest import load
+from omi_build.store import Store
 from tests.conftest import EXAMPLES
 
 TAG = "1.0.0"

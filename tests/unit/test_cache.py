@@ -11,7 +11,7 @@ import pytest
 from omi_build import cache
 from omi_build.cli import main
 from omi_build.errors import CacheError
-from omi_build.fetch import Store
+from omi_build.store import Store
 
 
 def _filled(root: Path) -> tuple[Store, Path, Path]:

@@ -190,7 +190,7 @@ def test_an_unexpected_error_is_one_line_and_its_traceback_needs_v(monkeypatch: 
 
 
 def test_runc_config_is_locked_down() -> None:
-    from omi_build.run import REFUSED_SYSCALLS, harden  # noqa: PLC0415
+    from omi_build.engine import REFUSED_SYSCALLS, harden  # noqa: PLC0415
 
     umoci: dict[str, Any] = {
         "process": {

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from omi_build.errors import BuildError
-from omi_build.fetch import Store
 from omi_build.layers import Unpacked, debian_entries, wheel_entries
 from omi_build.layers import _unpack as unpack
 from omi_build.layers._deb import read, relocate
 from omi_build.layers._tar import Entry, _with_parents, write
 from omi_build.lock import DebPackage
+from omi_build.store import Store
 
 from .builders import deb, wheel
 

@@ -102,10 +102,10 @@ def test_files_are_read_from_layers_of_many_pieces(tmp_path: Path, compression: 
     import os  # noqa: PLC0415
 
     from omi_build import image  # noqa: PLC0415
-    from omi_build.fetch import Store  # noqa: PLC0415
     from omi_build.layers import Entry, Layer  # noqa: PLC0415
     from omi_build.layers._tar import write  # noqa: PLC0415
     from omi_build.manifest import load  # noqa: PLC0415
+    from omi_build.store import Store  # noqa: PLC0415
     from tests.conftest import EXAMPLES  # noqa: PLC0415
 
     store = Store(tmp_path / "cache")

@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 
 from omi_build import image
+from omi_build.download import Downloads
 from omi_build.errors import BuildError, FetchError
-from omi_build.fetch import Store, sha256_file
 from omi_build.layers import Entry, Layer, LayerBuilder
 from omi_build.layers._tar import write
 from omi_build.manifest import load
 from omi_build.progress import Silent
+from omi_build.store import Store, sha256_file
 from tests.conftest import EXAMPLES
 
 
@@ -95,9 +96,13 @@ def test_a_damaged_cached_layer_is_rebuilt_in_the_same_run(tmp_path: Path) -> No
         return entries
 
     def layer() -> Layer:
-        with LayerBuilder(
-            Store(tmp_path / "cache"), compression="gzip", epoch=0, python_version="3.11", progress=Silent()
-        ) as builder:
+        store = Store(tmp_path / "cache")
+        with (
+            Downloads(store) as downloads,
+            LayerBuilder(
+                store, downloads, compression="gzip", epoch=0, python_version="3.11", progress=Silent()
+            ) as builder,
+        ):
             return builder.layer("data", {"x": 1}, build)
 
     first = layer()

@@ -11,9 +11,9 @@ import pytest
 
 from omi_build import lock
 from omi_build.errors import LockError
-from omi_build.fetch import Store
 from omi_build.lock import _apt
 from omi_build.manifest import load
+from omi_build.store import Store
 from tests.conftest import EXAMPLES
 
 PACKAGES = """\
@@ -318,8 +318,10 @@ def test_a_mirror_configured_lock_pins_what_the_host_sources_pin(
     assert "bookworm-security" in suites
     assert "http://elsewhere.test/debian-security bookworm-security" in asked
     # and building the lock finds every suite's files on that mirror
-    urls = dict(lock._deb_urls(manifest, list(from_host.platform("cpu", "linux/amd64").debian)))
-    security = [url for url, p in urls.items() if p.suite == "bookworm-security"]
+    debian = from_host.platform("cpu", "linux/amd64").debian
+    suites_of = {p.sha256: p.suite for p in debian}
+    sources = lock.deb_sources(manifest, debian)
+    security = [s.url for s in sources if suites_of[s.sha256] == "bookworm-security"]
     assert security
     assert all(url.startswith("http://elsewhere.test/debian-security/pool/") for url in security)
 

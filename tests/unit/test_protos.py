@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from omi_build import protogen
-from omi_build.runtime._generated import grpc_predict_v2_pb2 as oip
-from omi_build.runtime._generated import model2_template_pb2 as omi
+from omi_build.runtime.protocol import grpc_predict_v2_pb2 as oip
+from omi_build.runtime.protocol import model2_template_pb2 as omi
 
 
 def test_generated_stubs_are_fresh() -> None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
 
 from omi_build.manifest import types
 from omi_build.resources import schema
+from omi_build.suites import DEFAULT_SUITE, SUITES
 
 
 def _objects(node: Any, path: str = "#") -> Iterator[tuple[str, dict[str, Any]]]:
@@ -90,11 +93,68 @@ def test_every_schema_property_has_a_dataclass_field() -> None:
         assert set(defs[section]["properties"][name]["properties"]) <= fields
 
 
+def _defaults(node: dict[str, Any], cls: type) -> Iterator[tuple[str, Any, Any]]:
+    """(field, the schema's default, the dataclass's) for every property that has a default,
+    nested objects included."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for name, prop in node.get("properties", {}).items():
+        if name not in fields:
+            continue  # apiVersion: a constant, not a setting
+        field = fields[name]
+        if "default" in prop:
+            if field.default is not dataclasses.MISSING:
+                ours = field.default
+            elif field.default_factory is not dataclasses.MISSING:
+                ours = field.default_factory()
+            else:
+                ours = dataclasses.MISSING
+            yield f"{cls.__name__}.{name}", prop["default"], ours
+        kinds = [k for k in typing.get_args(hints[name]) or [hints[name]] if dataclasses.is_dataclass(k)]
+        if kinds and "properties" in prop:  # a nested object (or one that may be absent)
+            yield from _defaults(prop, typing.cast("type", kinds[0]))
+
+
+def _plain(value: Any) -> Any:
+    """A dataclass default as JSON would spell it (tuples as lists, dataclasses as objects)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: _plain(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
 def test_dataclass_defaults_match_schema_defaults() -> None:
     defs = schema()["$defs"]
-    assert types.Serving().port == defs["serving"]["properties"]["port"]["default"]
-    assert list(types.Serving().protocols) == defs["serving"]["properties"]["protocols"]["default"]
-    batching = defs["serving"]["properties"]["batching"]["properties"]
-    assert types.Batching().max_batch_size == batching["max_batch_size"]["default"]
-    assert types.Security().user == defs["security"]["properties"]["user"]["default"]
-    assert types.Build().compression == defs["build"]["properties"]["compression"]["default"]
+    checked = 0
+    for section, cls in _section_classes().items():
+        node = schema() if section == "#" else defs[section]
+        for name, theirs, ours in _defaults(node, cls):
+            if name == "Manifest.targets":
+                continue  # held in types.DEFAULT_TARGETS, checked below
+            assert ours is not dataclasses.MISSING, f"{name}: the schema has a default, the dataclass none"
+            assert _plain(ours) == theirs or (isinstance(ours, float) and ours == theirs), name
+            checked += 1
+    everywhere = sum(
+        1 for _, node in _objects(schema()) for p in node.get("properties", {}).values() if "default" in p
+    )
+    assert checked == everywhere - 1  # every default the schema has (but targets), not a handful
+    targets = schema()["properties"]["targets"]["default"]
+    parsed = types.from_data(Path("omi.yaml"), {**_minimal(), "targets": types.DEFAULT_TARGETS}).targets
+    assert {t.name: {"accelerator": t.accelerator, "platforms": list(t.platforms)} for t in parsed} == targets
+
+
+def test_schema_suites_are_the_suite_table() -> None:
+    debian = schema()["$defs"]["build"]["properties"]["base"]["properties"]["debian"]
+    assert debian["enum"] == list(SUITES)
+    assert debian["default"] == DEFAULT_SUITE
+
+
+def _minimal() -> dict[str, Any]:
+    return {
+        "apiVersion": "omi/v1",
+        "kind": "Model",
+        "metadata": {"name": "m", "version": "1.0.0"},
+        "model": {"entrypoint": "m.py:M", "files": ["m.py"], "inputs": [], "outputs": []},
+        "python": {"version": "3.11"},
+    }

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from omi_build.download import Downloads
 from omi_build.errors import BuildError
-from omi_build.fetch import Store
 from omi_build.layers import _tar
 from omi_build.layers import _unpack as unpack
 from omi_build.layers._tar import Entry, write
+from omi_build.store import Store
 
 from .builders import deb, wheel
 
@@ -51,7 +52,7 @@ def test_stored_form_round_trips_and_refuses_damage(tmp_path: Path) -> None:
 
 
 def _unpacked_by_a_new_build(store: Store, archive: unpack.Archive) -> unpack.Unpacked:
-    with unpack.Unpacker(store, python_version=NO_PYC) as unpacker:
+    with Downloads(store) as downloads, unpack.Unpacker(store, downloads, python_version=NO_PYC) as unpacker:
         return unpacker.get(archive)
 
 

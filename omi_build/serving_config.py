@@ -26,7 +26,7 @@ def _tensor(tensor: Tensor) -> dict[str, Any]:
     }
 
 
-def serving_config(manifest: Manifest, file_digests: dict[str, str], *, model_dir: str) -> dict[str, Any]:
+def of(manifest: Manifest, file_digests: dict[str, str], *, model_dir: str) -> dict[str, Any]:
     serving = manifest.serving
     return {
         "apiVersion": CONFIG_VERSION,

@@ -18,13 +18,14 @@ import fcntl
 import hashlib
 import os
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Self
 
+from omi_build import atomic
 from omi_build.digests import sha256_stream
 from omi_build.errors import CacheError, FetchError
 from omi_build.progress import Progress, Silent
@@ -44,24 +45,53 @@ def sha256_file(path: Path) -> str:
         return sha256_stream(stream)
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Folder:
+    """A folder of the cache: what it holds, and whether `cache clean --keep-downloads` keeps it."""
+
+    name: str
+    what: str
+    derived: bool  # rebuilt on demand from the downloads; cleaned even with --keep-downloads
+
+
+# Every folder a stage keeps in the cache, registered once: `Store.folder` hands out only
+# these, and the sweep, `cache info` and `cache clean` read this table, so a new stage's
+# folder is covered the day it is added here.
+FOLDERS = {
+    folder.name: folder
+    for folder in (
+        Folder(name="blobs/sha256", what="downloaded .debs and wheels, and built layers", derived=False),
+        Folder(name="unpacked", what="each download unpacked, with its bytecode", derived=True),
+        Folder(name="interpreters", what="the image's Python, run to compile bytecode", derived=True),
+        Folder(name="layers", what="which layer blob each set of inputs built", derived=True),
+        Folder(name="manifests", what="validated manifests", derived=True),
+        Folder(name="locks", what="locks between builds sharing the cache", derived=False),
+    )
+}
+
+
 class Store:
-    """Blobs named by their sha256 under `root`."""
+    """Blobs named by their sha256 under `root`, and the folders of `FOLDERS` beside them."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.blobs = root / "blobs" / "sha256"
+        self.blobs = self.folder("blobs/sha256")
         # Blobs this process wrote or re-hashed: hashing them again would find nothing new.
         self._checked: set[str] = set()
 
-    def sweep(
-        self, folders: tuple[str, ...] = ("blobs/sha256", "unpacked", "interpreters", "layers", "manifests")
-    ) -> None:
-        """Remove what killed builds left half-written: temporary files (names starting with a
-        dot) older than a day, so that none a running build still writes is touched."""
+    def folder(self, name: str) -> Path:
+        """The path of a registered cache folder (KeyError for one not in FOLDERS)."""
+        return self.root / FOLDERS[name].name
+
+    def sweep(self) -> None:
+        """Remove what killed builds left half-written: temporary files older than a day, so
+        that none a running build still writes is touched."""
         cutoff = time.time() - _ABANDONED_AFTER_S
-        for folder in folders:
+        for folder in FOLDERS:
             with contextlib.suppress(FileNotFoundError):
-                for leftover in (self.root / folder).glob(".*"):
+                for leftover in self.folder(folder).iterdir():
+                    if not atomic.is_temporary(leftover.name):
+                        continue
                     with contextlib.suppress(FileNotFoundError):
                         if leftover.lstat().st_mtime < cutoff:
                             if leftover.is_dir() and not leftover.is_symlink():
@@ -106,7 +136,7 @@ class Store:
 
     @contextlib.contextmanager
     def _whole(self, mode: int) -> Iterator[None]:
-        locks = self.root / "locks"
+        locks = self.folder("locks")
         locks.mkdir(parents=True, exist_ok=True)
         with (locks / "cache.lock").open("a") as handle:
             fcntl.flock(handle, mode)
@@ -118,7 +148,7 @@ class Store:
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:
         """An exclusive lock shared by every process using this store."""
-        locks = self.root / "locks"
+        locks = self.folder("locks")
         locks.mkdir(parents=True, exist_ok=True)
         with (locks / f"{name}.lock").open("a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
@@ -137,7 +167,7 @@ class Store:
         read can skip that.
         """
         self.blobs.mkdir(parents=True, exist_ok=True)
-        handle = tempfile.NamedTemporaryFile(dir=self.blobs, prefix=".tmp-", delete=False)  # noqa: SIM115
+        handle = atomic.temporary_beside(self.blobs / "blob").open("xb")
         writer = _Writer(handle)
         try:
             yield writer
@@ -153,7 +183,7 @@ class Store:
                     hint="the source changed or the download was tampered with; "
                     "if the change is intended, run 'omi-build lock' again",
                 )
-            Path(handle.name).replace(self.path_for(digest))
+            Path(handle.name).replace(self.path_for(digest))  # the name it was opened by
             writer.digest = digest
             self._checked.add(digest)
         finally:

@@ -66,9 +66,9 @@ def _check(example: dict[str, Any], outputs: dict[str, np.ndarray], types: dict[
 def via_oip(
     channel: Any, config: dict[str, Any], example: dict[str, Any], *, raw: bool
 ) -> dict[str, np.ndarray]:
-    from omi_build.runtime._generated import grpc_predict_v2_pb2 as pb  # noqa: PLC0415
-    from omi_build.runtime._generated import grpc_predict_v2_pb2_grpc as pb_grpc  # noqa: PLC0415
-    from omi_build.runtime._tensors import CONTENTS_FIELD, DTYPES, to_raw  # noqa: PLC0415
+    from omi_build.runtime.protocol import grpc_predict_v2_pb2 as pb  # noqa: PLC0415
+    from omi_build.runtime.protocol import grpc_predict_v2_pb2_grpc as pb_grpc  # noqa: PLC0415
+    from omi_build.runtime.tensors import CONTENTS_FIELD, DTYPES, to_raw  # noqa: PLC0415
 
     model = config["model"]
     request = pb.ModelInferRequest(model_name=model["name"])
@@ -88,7 +88,7 @@ def via_oip(
             data = response.raw_output_contents[index]
             if tensor.datatype == "BYTES":
                 from omi_build.runtime._model import TensorSpec  # noqa: PLC0415
-                from omi_build.runtime._tensors import from_raw  # noqa: PLC0415
+                from omi_build.runtime.tensors import from_raw  # noqa: PLC0415
 
                 spec = TensorSpec(tensor.name, "BYTES", tuple(tensor.shape), (), None, "")
                 outputs[tensor.name] = from_raw(spec, list(tensor.shape), data)
@@ -103,8 +103,8 @@ def via_oip(
 
 
 def via_omi(channel: Any, config: dict[str, Any], example: dict[str, Any]) -> dict[str, np.ndarray]:
-    from omi_build.runtime._generated import model2_template_pb2 as pb  # noqa: PLC0415
-    from omi_build.runtime._generated import model2_template_pb2_grpc as pb_grpc  # noqa: PLC0415
+    from omi_build.runtime.protocol import model2_template_pb2 as pb  # noqa: PLC0415
+    from omi_build.runtime.protocol import model2_template_pb2_grpc as pb_grpc  # noqa: PLC0415
 
     model = config["model"]
     first = model["inputs"][0]["name"]
@@ -128,7 +128,7 @@ def via_omi(channel: Any, config: dict[str, Any], example: dict[str, Any]) -> di
     }
 
 
-def run_examples(port: int, config: dict[str, Any]) -> list[Outcome]:
+def run(port: int, config: dict[str, Any]) -> list[Outcome]:
     """Send every example through OIP (contents and raw) and OMI; compare with the expected outputs."""
     import grpc  # noqa: PLC0415
 

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from omi_build import atomic
 from omi_build.errors import FetchError
-from omi_build.fetch import Store
+from omi_build.store import FOLDERS, Store
 
 
 def _leftovers(store: Store) -> list[Path]:
-    return [p for p in store.blobs.iterdir() if p.name.startswith(".tmp")]
+    return [p for p in store.blobs.iterdir() if atomic.is_temporary(p.name)]
 
 
 def test_fetch_checks_the_digest_and_caches(tmp_path: Path) -> None:
@@ -71,17 +72,25 @@ def test_interrupted_write_leaves_no_entry(tmp_path: Path) -> None:
 def test_sweep_removes_only_old_leftovers_of_killed_builds(tmp_path: Path) -> None:
     store = Store(tmp_path)
     kept = store.put_bytes(b"entry")
-    old_file = store.blobs / ".tmp-abandoned"
+    old_file = atomic.temporary_beside(store.blobs / "abandoned")
     old_file.write_bytes(b"half")
-    fresh_file = store.blobs / ".tmp-being-written"
+    fresh_file = atomic.temporary_beside(store.blobs / "being-written")
     fresh_file.write_bytes(b"half")
-    old_dir = tmp_path / "interpreters" / ".tmp-abandoned"
+    old_dir = atomic.temporary_beside(store.folder("interpreters") / "abandoned")
     (old_dir / "usr").mkdir(parents=True)
+    # every registered folder is swept: a new stage's folder needs no change here
+    others = [atomic.temporary_beside(store.folder(name) / "x") for name in FOLDERS]
+    dotfile = store.folder("layers") / ".not-ours"  # not a temporary name: left alone
+    for path in (*others, dotfile):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half")
     long_ago = time.time() - 3 * 24 * 3600
-    for path in (old_file, old_dir):
+    for path in (old_file, old_dir, *others, dotfile):
         os.utime(path, (long_ago, long_ago))
     store.sweep()
     assert kept.exists()
     assert fresh_file.exists()  # another build may be writing it
+    assert dotfile.exists()
     assert not old_file.exists()
     assert not old_dir.exists()
+    assert not any(path.exists() for path in others)

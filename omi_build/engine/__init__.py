@@ -231,7 +231,7 @@ def wait_serving(running: Running, timeout: float = 60) -> float:
     """Seconds until grpc health says SERVING; RunError if the server exits or takes too long."""
     import grpc  # noqa: PLC0415 - only running an image needs a gRPC client
 
-    from omi_build.runtime._generated import health_pb2, health_pb2_grpc  # noqa: PLC0415
+    from omi_build.runtime.protocol import health_pb2, health_pb2_grpc  # noqa: PLC0415
 
     started = time.monotonic()
     with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:

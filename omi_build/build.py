@@ -1,0 +1,235 @@
+"""The build pipeline: a selection's targets into OCI image layouts, one image per platform.
+
+    lock (resolve if stale) -> downloads -> layers (unpack, bytecode, tar) -> image -> layout
+
+Everything a target's platforms share is built once: the downloads, the layer builder (and the
+layers two platforms have in common), the serving config. Platforms build side by side.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from omi_build import image, layers, serving_config, settings, workspace
+from omi_build import lock as locking
+from omi_build.download import Downloads
+from omi_build.errors import BuildError, LockError
+from omi_build.image import PlatformImage
+from omi_build.layers import LayerBuilder
+from omi_build.lock import Lock
+from omi_build.manifest import Manifest
+from omi_build.platforms import host_platform
+from omi_build.progress import Progress
+from omi_build.store import Store
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Options:
+    target: str | None = None
+    platform: str | None = None
+    output: Path | None = None
+    locked: bool = False
+    docker_archive: Path | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BuiltImage:
+    """One platform's image of a built target."""
+
+    label: str
+    target: str
+    platform: str
+    digest: str
+    index: str
+    layout: Path
+    size: int
+    compressed_size: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BuiltTarget:
+    """One target's layout: its index and each platform's image."""
+
+    label: str
+    target: str
+    layout: Path
+    index: str
+    images: tuple[BuiltImage, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Target:
+    """Everything one target's platforms share while their images are built."""
+
+    manifest: Manifest
+    lock: Lock
+    name: str
+    store: Store
+    downloads: Downloads
+    builder: LayerBuilder
+    digests: dict[str, str]
+    config: bytes
+    epoch: int
+    progress: Progress
+
+    def download(self, platform: str) -> None:
+        """Ask for every locked file of `platform` the store lacks, largest first (they take
+        longest to download and to unpack), and unpack each for the layers to build as it
+        arrives. Debian's first: the package index is slow to say where the wheels are."""
+        entry, uid = self.lock.platform(self.name, platform), self.manifest.security.user
+        debs = sorted((p for p in entry.debian if not self.store.has(p.sha256)), key=lambda p: -p.size)
+        wheels = sorted((w for w in entry.wheels if not self.store.has(w.sha256)), key=lambda w: -w.size)
+        if debs or wheels:
+            self.progress.step(f"download {len(debs) + len(wheels)} files for {self.name} {platform}")
+        self.downloads.request(locking.deb_sources(self.manifest, debs))
+        self.builder.unpack_on_arrival(debian=list(entry.debian), uid=uid)
+        self.downloads.request(
+            locking.wheel_sources(self.manifest, target=self.name, platform=platform, wheels=wheels)
+        )
+        self.builder.unpack_on_arrival(wheels=list(entry.wheels))
+
+    def image(self, platform: str) -> PlatformImage:
+        manifest, builder = self.manifest, self.builder
+        entry = self.lock.platform(self.name, platform)
+        uid = manifest.security.user
+        try:
+            self.download(platform)
+            # Layers are independent: build them side by side, stack them in order.
+            with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+                base = pool.submit(builder.debian, list(entry.debian), uid=uid)
+                packages = pool.submit(builder.wheels, list(entry.wheels))
+                runtime = pool.submit(builder.runtime)
+                model = pool.submit(
+                    builder.model,
+                    manifest.directory,
+                    self.digests,
+                    self.config,
+                    uid=uid,
+                    allow_links=manifest.model.allow_links,
+                )
+                stack = [base.result(), *packages.result(), runtime.result(), *model.result()]
+        except BaseException:
+            self.downloads.cancel()  # the other platform may wait for this one's downloads
+            raise
+        return image.assemble(
+            manifest,
+            platform,
+            stack,
+            python=manifest.python.version,
+            epoch=self.epoch,
+            entry_args=["serve", "/" + layers.CONFIG_PATH],
+        )
+
+
+def _output_dir(selection: workspace.Selection, target: str, output: Path | None, several: bool) -> Path:
+    if output is not None:
+        return output / selection.package.name / target if several else output
+    return selection.package.root / "omi-out" / selection.package.name / target
+
+
+def _current_lock(manifest: Manifest, store: Store, *, locked: bool, progress: Progress) -> Lock:
+    try:
+        return locking.check(manifest)
+    except LockError:
+        if locked:
+            raise
+        progress.step(f"resolve {locking.lock_path(manifest)}")
+        current = locking.resolve(manifest, store, progress)
+        locking.write(manifest, current)
+        return current
+
+
+def run(
+    store: Store, selections: list[workspace.Selection], options: Options, progress: Progress
+) -> list[BuiltTarget]:
+    """Build each selected target (the store's whole-cache lock is the caller's to hold)."""
+    chosen = [(s, t) for s in selections for t in s.targets if options.target in (None, t)]
+    if not chosen:
+        msg = f"no target '{options.target}' in the selection"
+        raise BuildError(msg, hint="'omi-build query' lists the targets")
+    built = []
+    for selection, target in chosen:
+        directory = _output_dir(selection, target, options.output, len(chosen) > 1)
+        built.append(_target(store, selection, target, directory, options, progress))
+    return built
+
+
+def _target(  # noqa: PLR0917 - the pipeline's one call, argument per stage input
+    store: Store,
+    selection: workspace.Selection,
+    target: str,
+    directory: Path,
+    options: Options,
+    progress: Progress,
+) -> BuiltTarget:
+    manifest = selection.manifest
+    current = _current_lock(manifest, store, locked=options.locked, progress=progress)
+    spec = manifest.target(target)
+    platforms = [p for p in spec.platforms if options.platform in (None, p)]
+    if not platforms:
+        msg = f"target {target} is not built for {options.platform}"
+        raise BuildError(msg, hint=f"its platforms are: {', '.join(spec.platforms)}")
+    epoch = settings.source_date_epoch(manifest.build.source_date_epoch)
+    digests = layers.model_file_digests(
+        manifest.directory, manifest.model.files, allow_links=manifest.model.allow_links
+    )
+    config = serving_config.render(serving_config.of(manifest, digests, model_dir="/" + layers.MODEL_DIR))
+    python_version = manifest.python.version
+    host = host_platform() or ""
+    interpreter = layers.interpreter_packages(
+        python_version, {p: current.platform(target, p).debian for p in spec.platforms}
+    )
+    with (
+        Downloads(store, progress) as downloads,
+        LayerBuilder(
+            store,
+            downloads,
+            compression=manifest.build.compression,
+            epoch=epoch,
+            python_version=python_version,
+            progress=progress,
+            interpreter=interpreter,
+        ) as builder,
+    ):
+        if host not in platforms:
+            # The host's Python compiles the bytecode, downloaded only if a layer needs it.
+            downloads.request(locking.deb_sources(manifest, interpreter), deferred=True)
+        job = _Target(
+            manifest=manifest, lock=current, name=target, store=store, downloads=downloads,
+            builder=builder, digests=digests, config=config, epoch=epoch, progress=progress,
+        )  # fmt: skip
+        # Platforms build side by side: decompression, hashing and compression release the
+        # GIL, and bytecode compiles in processes; layers they share are built once.
+        with ThreadPoolExecutor(max_workers=len(platforms)) as pool:
+            images = list(pool.map(job.image, platforms))
+        downloads.finish()  # a file no layer needed (its layer was cached) may still fail
+    labels = image.oci_annotations(manifest, epoch)
+    index_digest = image.write_layout(directory, store, images, labels=labels, tag=manifest.metadata.version)
+    label = selection.package.label(target)
+    if options.docker_archive is not None:
+        repo_tag = f"{manifest.metadata.name}:{manifest.metadata.version}"
+        image.write_docker_archive(
+            options.docker_archive, directory, images[0], repo_tag=repo_tag, epoch=epoch
+        )
+    return BuiltTarget(
+        label=label,
+        target=target,
+        layout=directory,
+        index=index_digest,
+        images=tuple(
+            BuiltImage(
+                label=label,
+                target=target,
+                platform=built.platform,
+                digest=built.digest,
+                index=index_digest,
+                layout=directory,
+                size=sum(layer.blob.uncompressed_size for layer in built.layers),
+                compressed_size=sum(layer.blob.size for layer in built.layers),
+            )
+            for built in images
+        ),
+    )
