@@ -22,8 +22,13 @@ class Issue:
 
 
 class OmiError(Exception):
-    """Base of every error omi-build raises on purpose."""
+    """Base of every error omi-build raises on purpose.
 
+    Each class has a stable kebab-case `reference` (printed by `--format json`, for scripts to
+    match on), and an exit code.
+    """
+
+    reference: ClassVar[str] = "omi-error"
     exit_code: ClassVar[int] = 1
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
@@ -34,6 +39,7 @@ class OmiError(Exception):
 class ManifestError(OmiError):
     """One or more problems in omi.yaml files, all of them, sorted."""
 
+    reference: ClassVar[str] = "manifest-invalid"
     exit_code: ClassVar[int] = 2
 
     def __init__(self, issues: list[Issue] | tuple[Issue, ...]) -> None:
@@ -45,40 +51,59 @@ class ManifestError(OmiError):
 class WorkspaceError(OmiError):
     """A label or path that names no package or target."""
 
+    reference: ClassVar[str] = "workspace-unknown"
+
 
 class LockError(OmiError):
     """omi.lock is missing, stale, or cannot be resolved."""
+
+    reference: ClassVar[str] = "lock-unusable"
 
 
 class SecurityUpdatesError(LockError):
     """omi.lock pins Debian packages that have newer security updates (lock --check --security)."""
 
+    reference: ClassVar[str] = "lock-security-updates"
     exit_code: ClassVar[int] = 3
 
 
 class FetchError(OmiError):
     """A download failed or did not match its recorded digest."""
 
+    reference: ClassVar[str] = "fetch-failed"
+
 
 class CacheError(OmiError):
     """The cache cannot be cleaned now (a build is using it)."""
+
+    reference: ClassVar[str] = "cache-busy"
 
 
 class BuildError(OmiError):
     """An image could not be assembled."""
 
+    reference: ClassVar[str] = "build-failed"
+
 
 class PackageFileError(BuildError):
     """A model file that is a link, a special file or outside the package (see manifest.files)."""
+
+    reference: ClassVar[str] = "package-file-refused"
 
 
 class LayoutError(OmiError):
     """An OCI image layout that is missing, not a layout, or damaged."""
 
+    reference: ClassVar[str] = "layout-invalid"
+
 
 class RunError(OmiError):
     """The image did not start serving."""
 
+    reference: ClassVar[str] = "run-failed"
+
 
 class ToolError(OmiError):
     """An external program (buildah, skopeo, umoci, runc, uv, gpgv) failed or is missing."""
+
+    reference: ClassVar[str] = "tool-failed"

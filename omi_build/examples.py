@@ -87,8 +87,7 @@ def via_oip(
         if response.raw_output_contents:
             data = response.raw_output_contents[index]
             if tensor.datatype == "BYTES":
-                from omi_build.runtime._model import TensorSpec  # noqa: PLC0415
-                from omi_build.runtime.tensors import from_raw  # noqa: PLC0415
+                from omi_build.runtime.tensors import TensorSpec, from_raw  # noqa: PLC0415
 
                 spec = TensorSpec(tensor.name, "BYTES", tuple(tensor.shape), (), None, "")
                 outputs[tensor.name] = from_raw(spec, list(tensor.shape), data)

@@ -44,7 +44,12 @@ def error(exc: OmiError, *, fmt: str, out: TextIO, err: TextIO) -> None:
     """Show an error the way the chosen format asks."""
     issues = exc.issues if isinstance(exc, ManifestError) else ()
     if fmt == "json":
-        payload: dict[str, Any] = {"ok": False, "error": str(exc), "exit_code": exc.exit_code}
+        payload: dict[str, Any] = {
+            "ok": False,
+            "error": str(exc),
+            "reference": exc.reference,
+            "exit_code": exc.exit_code,
+        }
         if issues:
             payload["issues"] = [issue_dict(issue) for issue in issues]
         if exc.hint:

@@ -16,8 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ._model import TensorSpec
-from .tensors import conform_output
+from .tensors import TensorSpec, conform_output
 
 Arrays = dict[str, np.ndarray]
 _INLINE_BELOW_S = 0.0005

@@ -10,19 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .tensors import TensorSpec
+
 
 class StartupError(Exception):
     """The model cannot be served; the message says why and what to fix."""
-
-
-@dataclass(frozen=True, slots=True)
-class TensorSpec:
-    name: str
-    datatype: str
-    shape: tuple[int, ...]
-    media_types: tuple[str, ...]
-    max_bytes: int | None
-    description: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,10 +20,10 @@ import numpy as np
 
 from ._batcher import Arrays, ModelError
 from ._limits import Rejected, short
-from ._model import Config, TensorSpec
+from ._model import Config
 from .protocol import model2_template_pb2 as pb
 from .protocol import model2_template_pb2_grpc as pb_grpc
-from .tensors import DTYPES, TensorError, check_shape
+from .tensors import DTYPES, TensorError, TensorSpec, check_shape
 
 _NPY_MAGIC = b"\x93NUMPY"
 

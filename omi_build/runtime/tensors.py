@@ -9,11 +9,23 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ._model import TensorSpec
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    """A tensor of the model's interface, as the serving config declares it."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    media_types: tuple[str, ...]
+    max_bytes: int | None
+    description: str
+
 
 DTYPES: dict[str, np.dtype[Any]] = {
     "BOOL": np.dtype(np.bool_),

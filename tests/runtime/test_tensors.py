@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from omi_build.runtime._batcher import Batcher, ModelError
-from omi_build.runtime._model import TensorSpec
 from omi_build.runtime.protocol import grpc_predict_v2_pb2 as pb
 from omi_build.runtime.tensors import (
     TensorError,
+    TensorSpec,
     check_shape,
     conform_output,
     from_contents,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from omi_build.cli import main
+from omi_build.errors import OmiError
 from omi_build.manifest._yaml import parse
 from tests.conftest import EXAMPLES, REPO
 
@@ -52,6 +54,7 @@ def test_validate_json_format(monkeypatch: pytest.MonkeyPatch) -> None:
     payload = json.loads(out)
     assert code == 2
     assert payload["ok"] is False
+    assert payload["reference"] == "manifest-invalid"
     assert payload["issues"][2] == {
         "file": "omi.yaml",
         "line": 16,
@@ -160,7 +163,7 @@ def test_no_command_prints_a_traceback_on_its_error_paths(
     if code:
         assert "error" in (err or out)
     if "json" in args:
-        json.loads(out)
+        assert json.loads(out)["reference"] in {cls.reference for cls in _error_classes()}
 
 
 def test_an_unexpected_error_is_one_line_and_its_traceback_needs_v(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -213,3 +216,21 @@ def test_runc_config_is_locked_down() -> None:
     assert seccomp["syscalls"][0]["action"] == "SCMP_ACT_ERRNO"
     assert {"ptrace", "mount", "unshare", "setns", "bpf", "keyctl"} <= set(REFUSED_SYSCALLS)
     assert config["mounts"][0]["destination"] == "/tmp"  # noqa: S108 - the container's own
+
+
+def _error_classes() -> list[type[OmiError]]:
+    found, waiting = [], [OmiError]
+    while waiting:
+        cls = waiting.pop()
+        found.append(cls)
+        waiting.extend(cls.__subclasses__())
+    return found
+
+
+def test_every_error_class_has_its_own_stable_kebab_case_reference() -> None:
+    classes = _error_classes()
+    assert len(classes) >= 12
+    for cls in classes:
+        assert "reference" in vars(cls), f"{cls.__name__} inherits its reference"
+        assert re.fullmatch(r"[a-z]+(-[a-z]+)+|omi-error", cls.reference), cls.reference
+    assert len({cls.reference for cls in classes}) == len(classes)
