@@ -6,12 +6,11 @@ refuses while a build runs, so no build loses a file it is about to read.
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from omi_build import atomic
+from omi_build import atomic, layers
 from omi_build.store import FOLDERS, Store
 
 
@@ -21,17 +20,6 @@ class Usage:
     what: str
     files: int
     size: int
-
-
-def _layer_blobs(store: Store) -> set[str]:
-    """The blobs that built layers (the others in the store are downloads)."""
-    digests = set()
-    for record in store.folder("layers").glob("[!.]*.json"):
-        try:
-            digests.add(str(json.loads(record.read_text(encoding="utf-8"))["digest"]).removeprefix("sha256:"))
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return digests
 
 
 def _children(folder: Path) -> list[Path]:
@@ -54,14 +42,14 @@ def _top(name: str) -> str:
 
 def usage(store: Store) -> list[Usage]:
     """What the cache holds, folder by folder; the store's blobs split into downloads and layers."""
-    layers = _layer_blobs(store)
+    built = layers.built_blobs(store)
     blobs = (
         [b for b in store.blobs.iterdir() if not atomic.is_temporary(b.name)] if store.blobs.is_dir() else []
     )
     rows = []
     for what, chosen in (
-        ("downloaded .debs and wheels", [b for b in blobs if b.name not in layers]),
-        ("built layers", [b for b in blobs if b.name in layers]),
+        ("downloaded .debs and wheels", [b for b in blobs if b.name not in built]),
+        ("built layers", [b for b in blobs if b.name in built]),
     ):
         files, size = _measure(chosen)
         rows.append(Usage(folder="blobs/sha256", what=what, files=files, size=size))
@@ -88,7 +76,7 @@ def clean(store: Store, *, keep_downloads: bool) -> int:
     with store.exclusive():
         before = sum(row.size for row in usage(store))
         if keep_downloads:
-            for digest in _layer_blobs(store):
+            for digest in layers.built_blobs(store):
                 store.path_for(digest).unlink(missing_ok=True)
             for leftover in store.blobs.iterdir() if store.blobs.is_dir() else []:
                 if atomic.is_temporary(leftover.name):

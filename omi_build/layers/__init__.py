@@ -30,7 +30,8 @@ from omi_build.platforms import arch_of
 from omi_build.progress import Progress
 from omi_build.store import Store
 
-from . import _deb, _interpreter
+from . import _deb, _interpreter, _inventory
+from ._inventory import Component
 from ._tar import Blob, Compression, Entry, Source, write
 from ._unpack import (
     SITE_PACKAGES,
@@ -51,13 +52,40 @@ HEAVY_WHEEL_BYTES = 10 * 1024 * 1024
 _SHELLS = ("usr/bin/sh", "usr/bin/bash", "usr/bin/dash", "usr/bin/busybox", "usr/bin/zsh")
 _RUNTIME_SOURCE = Path(__file__).resolve().parent.parent / "runtime"
 
-__all__ = ["Archive", "Blob", "Entry", "Layer", "LayerBuilder", "Unpacked", "wheel_entries"]
+__all__ = [
+    "Archive", "Blob", "Component", "Entry", "Layer", "LayerBuilder", "Unpacked", "built_blobs",
+    "wheel_entries",
+]  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Layer:
     name: str
     blob: Blob
+    inventory: tuple[Component, ...] = ()  # the packages it holds (none for runtime and model)
+
+
+def _record(blob: Blob, inventory: tuple[Component, ...]) -> str:
+    """A built layer's cache record: its blob, and what it holds."""
+    return json.dumps(
+        {"blob": dataclasses.asdict(blob), "inventory": [c.to_json() for c in inventory]}, sort_keys=True
+    )
+
+
+def _read_record(path: Path) -> tuple[Blob, tuple[Component, ...]]:
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    return Blob(**raw["blob"]), tuple(Component.from_json(c) for c in raw["inventory"])
+
+
+def built_blobs(store: Store) -> set[str]:
+    """The digests (hex) of the blobs that built layers: the store's other blobs are downloads."""
+    digests = set()
+    for record in store.folder("layers").glob("[!.]*.json"):
+        try:
+            digests.add(_read_record(record)[0].digest.removeprefix("sha256:"))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return digests
 
 
 def _digest_json(value: Any) -> str:
@@ -183,14 +211,14 @@ class LayerBuilder:
             }
         )
 
-    def _built(self, key: str) -> Blob | None:
+    def _built(self, key: str) -> Layer | None:
         record = self.records / f"{key}.json"
         if not record.is_file():
             return None
         try:
-            blob = Blob(**json.loads(record.read_text(encoding="utf-8")))
-        except (OSError, ValueError, TypeError):
-            return None  # a damaged record: the layer is built again
+            blob, inventory = _read_record(record)
+        except (OSError, ValueError, TypeError, KeyError):
+            return None  # a damaged record (or one of an older format): the layer is built again
         if not self.store.has(blob.digest):
             return None
         try:
@@ -199,24 +227,31 @@ class LayerBuilder:
             self.store.verified(blob.digest, what=f"layer {key}")
         except FetchError:
             return None
-        return blob
+        return Layer(name="", blob=blob, inventory=inventory)
 
-    def layer(self, name: str, inputs: Any, build: Callable[[], list[Entry]]) -> Layer:
+    def layer(
+        self,
+        name: str,
+        inputs: Any,
+        build: Callable[[], list[Entry]],
+        describe: Callable[[], list[Component]] = list,
+    ) -> Layer:
+        """The layer for `inputs`: from the cache, or built (`build` gives its entries, then
+        `describe` the packages it holds, recorded with it)."""
         key = self._key(inputs)
-        if (blob := self._built(key)) is not None:
-            return Layer(name=name, blob=blob)
+        if (found := self._built(key)) is not None:
+            return dataclasses.replace(found, name=name)
         with self.store.lock(f"layer-{key}"):
-            if (blob := self._built(key)) is not None:
-                return Layer(name=name, blob=blob)
+            if (found := self._built(key)) is not None:
+                return dataclasses.replace(found, name=name)
             self.progress.step(f"layer {name}")
             blob = write(
                 build(), self.store, compression=self.compression, epoch=self.epoch, pool=self._compressing
             )
+            inventory = tuple(describe())
             self.records.mkdir(parents=True, exist_ok=True)
-            atomic.write_text(
-                self.records / f"{key}.json", json.dumps(dataclasses.asdict(blob), sort_keys=True)
-            )
-        return Layer(name=name, blob=blob)
+            atomic.write_text(self.records / f"{key}.json", _record(blob, inventory))
+        return Layer(name=name, blob=blob, inventory=inventory)
 
     def _debian_plan(self, debs: list[DebPackage], uid: int) -> tuple[Any, list[Archive]]:
         archives = [Archive.of_deb(p) for p in sorted(debs, key=lambda p: p.name)]
@@ -254,12 +289,20 @@ class LayerBuilder:
             unpacked = [(by_sha[a.sha256], self.unpacker.get(a)) for a in archives]
             return debian_entries(unpacked, uid=uid)
 
-        return self.layer(f"debian base ({len(debs)} packages)", inputs, build)
+        def describe() -> list[Component]:
+            return [_inventory.of_deb(by_sha[a.sha256], self.unpacker.get(a)) for a in archives]
+
+        return self.layer(f"debian base ({len(debs)} packages)", inputs, build, describe)
 
     def wheels(self, wheels: list[Wheel]) -> list[Layer]:
+        by_sha = {w.sha256: w for w in wheels}
+
         def one(name: str, inputs: Any, archives: list[Archive]) -> Layer:
             return self.layer(
-                name, inputs, lambda: [e for a in archives for e in self.unpacker.get(a).entries]
+                name,
+                inputs,
+                lambda: [e for a in archives for e in self.unpacker.get(a).entries],
+                lambda: [_inventory.of_wheel(by_sha[a.sha256], self.unpacker.get(a)) for a in archives],
             )
 
         # Independent layers: built side by side (decompression, compression and hashing release the GIL).

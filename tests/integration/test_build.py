@@ -215,6 +215,31 @@ def test_rebuild_after_a_model_change_rebuilds_only_model_layers(
         model.write_bytes(original)
 
 
+def test_layer_records_keep_each_package_with_its_license(iris_build: tuple[Path, list[BuiltImage]]) -> None:
+    directory, _ = iris_build
+    lock = json.loads((directory / "iris-sklearn" / "omi.lock").read_text())
+    inventory = {}
+    for record in (directory / "cache" / "layers").glob("*.json"):
+        for component in json.loads(record.read_text())["inventory"]:
+            inventory[component["sha256"]] = component
+    locked = lock["targets"]["cpu"]
+    for platform in ("linux/amd64", "linux/arm64"):
+        for kind, section in (("deb", "debian"), ("wheel", "wheels")):
+            for package in locked[platform][section]:
+                found = inventory[package["sha256"]]
+                assert (found["kind"], found["name"], found["version"]) == (
+                    kind,
+                    package["name"],
+                    package["version"],
+                )
+    debs = [c for c in inventory.values() if c["kind"] == "deb"]
+    wheels = [c for c in inventory.values() if c["kind"] == "wheel"]
+    # licences as found: nearly every Debian package has a DEP-5 copyright; numpy, scipy and
+    # scikit-learn declare theirs in METADATA
+    assert sum(bool(c["licenses"]) for c in debs) >= len(debs) * 0.7
+    assert all(c["licenses"] for c in wheels if c["name"] in {"numpy", "scikit-learn", "scipy"})
+
+
 def _copy_of_the_cache(directory: Path, tmp_path: Path, *folders: str) -> Path:
     """The session build's cache, only the folders named, copied under tmp_path."""
     cache = tmp_path / "cache"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from omi_build import cache
 from omi_build.cli import main
 from omi_build.errors import CacheError
+from omi_build.layers import Blob
 from omi_build.store import Store
 
 
@@ -20,7 +22,9 @@ def _filled(root: Path) -> tuple[Store, Path, Path]:
     download = store.put_bytes(b"a .deb")
     layer = store.put_bytes(b"a layer, gzip")
     (root / "layers").mkdir()
-    (root / "layers" / "key.json").write_text(json.dumps({"digest": "sha256:" + layer.name}))
+    blob = Blob(diff_id="sha256:" + "0" * 64, digest="sha256:" + layer.name, size=13, media_type="gzip")
+    record = {"blob": dataclasses.asdict(blob), "inventory": []}
+    (root / "layers" / "key.json").write_text(json.dumps(record))
     (root / "unpacked").mkdir()
     (root / "unpacked" / "key").write_bytes(b"x" * 1000)
     (root / "pyc" / "ab").mkdir(parents=True)
