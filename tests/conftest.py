@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 from pathlib import Path
@@ -11,6 +12,18 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
+CORPUS = REPO / "tests" / "manifests"
+SHARED_MODEL = CORPUS / "model.py"  # the entrypoint of every corpus case that brings none
+
+
+def corpus_package(case: Path, into: Path) -> Path:
+    """A manifest corpus case as a package under `into`: its own files, plus the corpus's one
+    model.py unless it has its own."""
+    package = into / case.name
+    shutil.copytree(case, package, ignore=shutil.ignore_patterns("expected.txt"))
+    if not (package / "model.py").exists():
+        shutil.copy(SHARED_MODEL, package / "model.py")
+    return package
 
 
 @pytest.fixture(autouse=True)

@@ -13,9 +13,8 @@ import pytest
 
 from omi_build.cli import main
 from omi_build.manifest import load
-from tests.conftest import EXAMPLES, REPO
+from tests.conftest import CORPUS, EXAMPLES, corpus_package
 
-CORPUS = REPO / "tests" / "manifests"
 INVALID = sorted(p for p in (CORPUS / "invalid").iterdir() if p.is_dir())
 VALID = sorted(p for p in (CORPUS / "valid").iterdir() if p.is_dir())
 EXAMPLE_DIRS = sorted(p.parent for p in EXAMPLES.glob("*/omi.yaml"))
@@ -50,8 +49,10 @@ def test_corpus_is_large_enough() -> None:
 
 
 @pytest.mark.parametrize("case", INVALID, ids=[p.name for p in INVALID])
-def test_invalid_manifest_reports_exact_errors(case: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    code, err = _validate_in(case, monkeypatch)
+def test_invalid_manifest_reports_exact_errors(
+    case: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    code, err = _validate_in(corpus_package(case, tmp_path), monkeypatch)
     expected_file = case / "expected.txt"
     if UPDATE:
         expected_file.write_text(err, encoding="utf-8")
@@ -65,9 +66,10 @@ def test_invalid_manifest_reports_exact_errors(case: Path, monkeypatch: pytest.M
 
 
 @pytest.mark.parametrize("case", VALID + EXAMPLE_DIRS, ids=[p.name for p in VALID + EXAMPLE_DIRS])
-def test_valid_manifest_loads(case: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    code, err = _validate_in(case, monkeypatch)
+def test_valid_manifest_loads(case: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    package = case if case in EXAMPLE_DIRS else corpus_package(case, tmp_path)
+    code, err = _validate_in(package, monkeypatch)
     assert (code, err) == (0, "")
-    manifest = load(case)
-    assert manifest.directory == case.resolve()
+    manifest = load(package)
+    assert manifest.directory == package.resolve()
     assert manifest.targets

@@ -122,7 +122,9 @@ def _load_into(engine: str, layout: Path, ref: str, name: str) -> str:
     return image or loaded.stdout.strip().splitlines()[-1]
 
 
-def _runc_bundle(layout: Path, ref: str, port: int, work: Path) -> Path:
+def runc_bundle(layout: Path, ref: str, work: Path, *, port: int, args: list[str] | None = None) -> Path:
+    """An OCI runtime bundle of the image under `work`, locked down (`harden`), running its
+    entrypoint or `args`. The integration tests run images through this too."""
     bundle = work / "bundle"
     subprocess.run(
         [_require("umoci", "umoci"), "unpack", "--image", f"{layout}:{ref}", str(bundle)],
@@ -130,8 +132,10 @@ def _runc_bundle(layout: Path, ref: str, port: int, work: Path) -> Path:
         capture_output=True,
     )
     config_path = bundle / "config.json"
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    config_path.write_text(json.dumps(harden(config, port=port)), encoding="utf-8")
+    config = harden(json.loads(config_path.read_text(encoding="utf-8")), port=port)
+    if args is not None:
+        config["process"]["args"] = args
+    config_path.write_text(json.dumps(config), encoding="utf-8")
     return bundle
 
 
@@ -211,7 +215,7 @@ def start(layout: Path, *, port: int, output: IO[bytes] | int | None = None) -> 
         raise RunError(msg, hint="run as root, or install a working podman")
     work = Path(tempfile.mkdtemp(prefix="omi-run-"))
     try:
-        bundle = _runc_bundle(layout, ref, port, work)
+        bundle = runc_bundle(layout, ref, work, port=port)
         process = subprocess.Popen(
             ["runc", "run", name], cwd=bundle, stdout=output, stderr=output, stdin=subprocess.DEVNULL
         )

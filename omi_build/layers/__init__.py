@@ -290,7 +290,8 @@ class LayerBuilder:
             return debian_entries(unpacked, uid=uid)
 
         def describe() -> list[Component]:
-            return [_inventory.of_deb(by_sha[a.sha256], self.unpacker.get(a)) for a in archives]
+            copyrights = _inventory.debian_copyrights(self.unpacker.get(a) for a in archives)
+            return [_inventory.of_deb(by_sha[a.sha256], copyrights) for a in archives]
 
         return self.layer(f"debian base ({len(debs)} packages)", inputs, build, describe)
 

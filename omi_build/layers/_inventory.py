@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.parser
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -18,6 +19,8 @@ from omi_build.lock import DebPackage, Wheel
 from ._unpack import Unpacked
 
 _LICENSE_FIELD = re.compile(r"^License:[ \t]*(\S[^\n]*)$", re.MULTILINE)
+_DOC = "usr/share/doc/"
+_DOC_DEPTH = 4  # usr/share/doc/<package>
 _NOT_A_LICENSE = frozenset({"OSI Approved", "Other/Proprietary License"})  # classifier groups
 _SHORT_LICENSE = 100  # a License line longer than this is the licence's text, not its name
 
@@ -88,9 +91,27 @@ def _text(unpacked: Unpacked, test: Any) -> str:
     return ""
 
 
-def of_deb(package: DebPackage, unpacked: Unpacked) -> Component:
-    copyright_path = f"usr/share/doc/{package.name}/copyright"
-    text = _text(unpacked, lambda path: path == copyright_path)
+def debian_copyrights(unpacked: Iterable[Unpacked]) -> dict[str, str]:
+    """Each documentation folder's copyright text, by folder name, across the packages of a
+    layer; a folder that is a link to another (libncursesw6 -> libtinfo6) maps to its target's."""
+    texts: dict[str, str] = {}
+    links: dict[str, str] = {}
+    for each in unpacked:
+        for entry in each.entries:
+            parts = entry.path.split("/")
+            if entry.path.startswith(_DOC) and len(parts) == _DOC_DEPTH + 1 and parts[-1] == "copyright":
+                texts[parts[_DOC_DEPTH - 1]] = entry.data.decode("utf-8", "replace")
+            elif entry.path.startswith(_DOC) and len(parts) == _DOC_DEPTH and entry.kind == "symlink":
+                links[parts[-1]] = entry.target.rstrip("/").rsplit("/", 1)[-1]
+    for name, target in links.items():
+        if name not in texts and target in texts:
+            texts[name] = texts[target]
+    return texts
+
+
+def of_deb(package: DebPackage, copyrights: dict[str, str]) -> Component:
+    """The package's component, its licences read from the layer's `debian_copyrights`."""
+    text = copyrights.get(package.name, "")
     return Component(
         kind="deb", name=package.name, version=package.version, sha256=package.sha256,
         licenses=debian_licenses(text),

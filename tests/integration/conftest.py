@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import socket
 import subprocess
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from omi_build import api
+from omi_build import api, engine
 from omi_build.build import BuiltImage, BuiltTarget
 from tests.conftest import EXAMPLES
 
@@ -50,27 +49,10 @@ def iris_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Bui
 
 
 def run_in_runc(layout: Path, ref: str, args: list[str], workdir: Path) -> subprocess.CompletedProcess[str]:
-    """Unpack an image with umoci and run `args` in it with runc, read-only root, as its user."""
-    bundle = workdir / f"bundle-{uuid.uuid4().hex[:8]}"
-    subprocess.run(
-        ["umoci", "unpack", "--image", f"{layout}:{ref}", str(bundle)],
-        check=True,
-        capture_output=True,
-    )
-    config_path = bundle / "config.json"
-    config = json.loads(config_path.read_text())
-    config["process"]["terminal"] = False
-    config["process"]["args"] = args
-    config["root"]["readonly"] = True
-    config["mounts"].append(
-        {
-            "destination": "/tmp",  # noqa: S108 - the container's own /tmp
-            "type": "tmpfs",
-            "source": "tmpfs",
-            "options": ["nosuid", "nodev", "mode=1777"],
-        }
-    )
-    config_path.write_text(json.dumps(config))
+    """Run `args` in an image with runc, in the bundle `omi-build run` makes (read-only root,
+    no capabilities, the seccomp filter), as the image's user."""
+    work = workdir / f"run-{uuid.uuid4().hex[:8]}"
+    bundle = engine.runc_bundle(layout, ref, work, port=free_port(), args=args)
     name = f"omi-test-{uuid.uuid4().hex[:12]}"
     try:
         return subprocess.run(
@@ -84,7 +66,7 @@ def run_in_runc(layout: Path, ref: str, args: list[str], workdir: Path) -> subpr
         )
     finally:
         subprocess.run(["runc", "delete", "--force", name], capture_output=True, check=False)
-        shutil.rmtree(bundle, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def free_port() -> int:

@@ -51,7 +51,7 @@ def _assert_consistent(cache: Path) -> None:
     for stored in (cache / "unpacked").glob("[!.]*"):
         _unpack.decode(stored.read_bytes())  # raises if cut short or damaged
     for record in (cache / "layers").glob("[!.]*.json"):
-        digest = json.loads(record.read_text())["digest"].removeprefix("sha256:")
+        digest = json.loads(record.read_text())["blob"]["digest"].removeprefix("sha256:")
         assert (cache / "blobs" / "sha256" / digest).is_file()
 
 

@@ -14,9 +14,9 @@ from jsonschema import Draft202012Validator
 from omi_build.cli import main
 from omi_build.errors import OmiError
 from omi_build.manifest._yaml import parse
-from tests.conftest import EXAMPLES, REPO
+from tests.conftest import CORPUS, EXAMPLES, REPO, corpus_package
 
-BAD = REPO / "tests/manifests/invalid/many-problems-sorted"
+BAD = CORPUS / "invalid" / "many-problems-sorted"
 
 
 def run(args: list[str]) -> tuple[int, str, str]:
@@ -36,8 +36,10 @@ def test_validate_example_succeeds() -> None:
     assert "iris-classifier 1.0.0" in out
 
 
-def test_validate_reports_all_problems_sorted_and_exits_2(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(BAD)
+def test_validate_reports_all_problems_sorted_and_exits_2(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(corpus_package(BAD, tmp_path))
     code, out, err = run(["validate"])
     assert code == 2
     assert out == ""
@@ -48,8 +50,8 @@ def test_validate_reports_all_problems_sorted_and_exits_2(monkeypatch: pytest.Mo
     assert lines[-1] == "error: 5 problems in the manifest (1 file)"
 
 
-def test_validate_json_format(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(BAD)
+def test_validate_json_format(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(corpus_package(BAD, tmp_path))
     code, out, _ = run(["--format", "json", "validate"])
     payload = json.loads(out)
     assert code == 2
@@ -70,8 +72,8 @@ def test_format_after_the_verb_works_too() -> None:
     assert json.loads(out)["manifests"][0]["name"] == "iris-classifier"
 
 
-def test_github_actions_annotations(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(BAD)
+def test_github_actions_annotations(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(corpus_package(BAD, tmp_path))
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
     code, out, _ = run(["validate"])
     assert code == 2

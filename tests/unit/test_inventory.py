@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 from omi_build.download import Downloads
 from omi_build.layers import Component, Entry, Layer, LayerBuilder
-from omi_build.layers._inventory import debian_licenses, of_deb, of_wheel, wheel_licenses
+from omi_build.layers._inventory import (
+    debian_copyrights,
+    debian_licenses,
+    of_deb,
+    of_wheel,
+    wheel_licenses,
+)
 from omi_build.layers._unpack import Unpacked
 from omi_build.lock import DebPackage, Wheel
 from omi_build.progress import Silent
@@ -54,14 +61,15 @@ def test_components_of_a_deb_and_a_wheel() -> None:
         name="zlib1g", version="1:1.2.13", architecture="amd64", filename="pool/z.deb", sha256="a" * 64,
         size=1, suite="bookworm",
     )  # fmt: skip
-    unpacked = Unpacked(entries=(Entry(path="usr/share/doc/zlib1g/copyright", data=DEP5.encode()),))
-    assert of_deb(deb, unpacked) == Component(
-        kind="deb",
-        name="zlib1g",
-        version="1:1.2.13",
-        sha256="a" * 64,
-        licenses=("Zlib", "GPL-2+ or Artistic"),
+    zlib = Unpacked(entries=(Entry(path="usr/share/doc/zlib1g/copyright", data=DEP5.encode()),))
+    linked = Unpacked(entries=(Entry(path="usr/share/doc/zlib1g-dev", kind="symlink", target="zlib1g"),))
+    copyrights = debian_copyrights([zlib, linked])
+    licenses = ("Zlib", "GPL-2+ or Artistic")
+    assert of_deb(deb, copyrights) == Component(
+        kind="deb", name="zlib1g", version="1:1.2.13", sha256="a" * 64, licenses=licenses
     )
+    assert of_deb(dataclasses.replace(deb, name="zlib1g-dev"), copyrights).licenses == licenses  # linked
+    assert of_deb(dataclasses.replace(deb, name="other"), copyrights).licenses == ()
     wheel = Wheel(
         name="six", version="1.17.0", filename="six-1.17.0-py3-none-any.whl", sha256="b" * 64, size=1
     )
