@@ -234,10 +234,13 @@ def test_layer_records_keep_each_package_with_its_license(iris_build: tuple[Path
                 )
     debs = [c for c in inventory.values() if c["kind"] == "deb"]
     wheels = [c for c in inventory.values() if c["kind"] == "wheel"]
-    # licences as found: nearly every Debian package has a DEP-5 copyright; numpy, scipy and
-    # scikit-learn declare theirs in METADATA
-    assert sum(bool(c["licenses"]) for c in debs) >= len(debs) * 0.7
-    assert all(c["licenses"] for c in wheels if c["name"] in {"numpy", "scikit-learn", "scipy"})
+    # licences as found: a DEP-5 copyright file names them (37 of these 63 .debs; glibc, gcc,
+    # krb5, python3.11 and base-files still ship free-form ones, recorded as none found);
+    # and every wheel here declares its own in METADATA (numpy, grpcio, protobuf, typing-extensions)
+    assert sum(bool(c["licenses"]) for c in debs) >= len(debs) * 0.5
+    assert {tuple(c["licenses"]) for c in debs if c["name"] == "zlib1g"} == {("Zlib",)}
+    assert wheels
+    assert all(c["licenses"] for c in wheels)
 
 
 def _copy_of_the_cache(directory: Path, tmp_path: Path, *folders: str) -> Path:
