@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
 import lzma
 import tarfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
+
+from omi_build.download import Downloads
+from omi_build.layers import LayerBuilder
+from omi_build.progress import Silent
+from omi_build.store import Store
 
 
 def _tar(members: list[tuple[str, bytes | None, int, str]]) -> bytes:
@@ -76,3 +83,16 @@ def wheel(tmp: Path, name: str, files: dict[str, bytes]) -> Path:
         for member, data in files.items():
             archive.writestr(member, data)
     return path
+
+
+@contextlib.contextmanager
+def layer_builder(cache: Path) -> Iterator[LayerBuilder]:
+    """A layer builder over the store in `cache`, gzip, epoch 0, with nothing to download."""
+    store = Store(cache)
+    with (
+        Downloads(store) as downloads,
+        LayerBuilder(
+            store, downloads, compression="gzip", epoch=0, python_version="3.11", progress=Silent()
+        ) as builder,
+    ):
+        yield builder

@@ -6,8 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from omi_build.download import Downloads
-from omi_build.layers import Component, Entry, Layer, LayerBuilder
+from omi_build.layers import Component, Entry, Layer
 from omi_build.layers._inventory import (
     debian_copyrights,
     debian_licenses,
@@ -17,8 +16,7 @@ from omi_build.layers._inventory import (
 )
 from omi_build.layers._unpack import Unpacked
 from omi_build.lock import DebPackage, Wheel
-from omi_build.progress import Silent
-from omi_build.store import Store
+from tests.unit.builders import layer_builder
 
 DEP5 = """Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: zlib
@@ -90,13 +88,7 @@ def test_a_cache_hit_describes_its_layer_without_building_or_describing_again(tm
         return [component]
 
     def layer() -> Layer:
-        store = Store(tmp_path / "cache")
-        with (
-            Downloads(store) as downloads,
-            LayerBuilder(
-                store, downloads, compression="gzip", epoch=0, python_version="3.11", progress=Silent()
-            ) as builder,
-        ):
+        with layer_builder(tmp_path / "cache") as builder:
             return builder.layer(
                 "six", {"wheels": ["b" * 64]}, lambda: [Entry(path="x", data=b"x")], describe
             )

@@ -8,14 +8,13 @@ from pathlib import Path
 import pytest
 
 from omi_build import image
-from omi_build.download import Downloads
 from omi_build.errors import BuildError, FetchError
-from omi_build.layers import Entry, Layer, LayerBuilder
+from omi_build.layers import Entry, Layer
 from omi_build.layers._tar import write
 from omi_build.manifest import load
-from omi_build.progress import Silent
 from omi_build.store import Store, sha256_file
 from tests.conftest import EXAMPLES
+from tests.unit.builders import layer_builder
 
 
 def _flip(path: Path, offset: int = 100) -> None:
@@ -96,13 +95,7 @@ def test_a_damaged_cached_layer_is_rebuilt_in_the_same_run(tmp_path: Path) -> No
         return entries
 
     def layer() -> Layer:
-        store = Store(tmp_path / "cache")
-        with (
-            Downloads(store) as downloads,
-            LayerBuilder(
-                store, downloads, compression="gzip", epoch=0, python_version="3.11", progress=Silent()
-            ) as builder,
-        ):
+        with layer_builder(tmp_path / "cache") as builder:
             return builder.layer("data", {"x": 1}, build)
 
     first = layer()
