@@ -71,6 +71,7 @@ class Downloads:
                 if deferred:
                     self._deferred.setdefault(source.sha256, source)
                 else:
+                    self._deferred.pop(source.sha256, None)  # wanted now after all
                     self._start(source)
 
     def ready(self, sha256: str) -> bool:
@@ -108,7 +109,7 @@ class Downloads:
         waiting = set(digests)
         while waiting:
             with self._changed:
-                arrived = {d for d in waiting if d not in self._deferred and self._settled(d)}
+                arrived = {d for d in waiting if d in self._deferred or self._settled(d)}
                 if not arrived:
                     if self._cancelled:
                         return
