@@ -204,7 +204,11 @@ def _target(  # noqa: PLR0917 - the pipeline's one call, argument per stage inpu
         # Platforms build side by side: decompression, hashing and compression release the
         # GIL, and bytecode compiles in processes; layers they share are built once.
         with ThreadPoolExecutor(max_workers=len(platforms)) as pool:
-            images = list(pool.map(job.image, platforms))
+            try:
+                images = list(pool.map(job.image, platforms))
+            except BaseException:  # Ctrl-C lands here: the platforms must not wait on downloads
+                downloads.cancel()
+                raise
         downloads.finish()  # a file no layer needed (its layer was cached) may still fail
     labels = image.oci_annotations(manifest, epoch)
     index_digest = image.write_layout(directory, store, images, labels=labels, tag=manifest.metadata.version)
