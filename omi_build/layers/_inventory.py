@@ -45,7 +45,12 @@ class Component:
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Component:
         kind = raw["kind"]
-        if kind not in {"deb", "wheel"} or not all(isinstance(x, str) for x in raw["licenses"]):
+        licenses = raw["licenses"]
+        if (
+            kind not in {"deb", "wheel"}
+            or not isinstance(licenses, list)
+            or not all(isinstance(x, str) for x in licenses)
+        ):
             msg = f"not an inventory entry: {raw!r}"
             raise ValueError(msg)
         return cls(
@@ -53,7 +58,7 @@ class Component:
             name=str(raw["name"]),
             version=str(raw["version"]),
             sha256=str(raw["sha256"]),
-            licenses=tuple(raw["licenses"]),
+            licenses=tuple(licenses),
         )
 
 

@@ -88,7 +88,8 @@ class Store:
         that none a running build still writes is touched."""
         cutoff = time.time() - _ABANDONED_AFTER_S
         for folder in FOLDERS:
-            with contextlib.suppress(FileNotFoundError):
+            # a missing folder, or a stray file where a folder belongs, holds no leftovers
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
                 for leftover in self.folder(folder).iterdir():
                     if not atomic.is_temporary(leftover.name):
                         continue

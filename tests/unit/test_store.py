@@ -94,3 +94,10 @@ def test_sweep_removes_only_old_leftovers_of_killed_builds(tmp_path: Path) -> No
     assert not old_file.exists()
     assert not old_dir.exists()
     assert not any(path.exists() for path in others)
+
+
+def test_sweep_passes_over_a_stray_file_where_a_cache_folder_belongs(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.folder("layers").write_bytes(b"not a folder")
+    store.sweep()  # no NotADirectoryError on every build
+    assert store.folder("layers").read_bytes() == b"not a folder"
