@@ -186,3 +186,164 @@ def clean_cache(*, keep_downloads: bool = False) -> tuple[Path, int]:
 
     opened = store.Store(settings.cache_dir())
     return opened.root, cache.clean(opened, keep_downloads=keep_downloads)
+
+
+# -- supply chain -----------------------------------------------------------------------------
+if TYPE_CHECKING:
+    from omi_build.sign import Signed
+    from omi_build.verify import Check
+
+
+def _one_selection(argument: str, cwd: Path | None) -> tuple[workspace.Selection, str]:
+    selections = workspace.resolve([argument], cwd)
+    chosen = [(s, t) for s in selections for t in s.targets]
+    if len(chosen) != 1:
+        labels = ", ".join(sorted(s.package.label(t) for s, t in chosen))
+        msg = f"'{argument}' selects {len(chosen)} targets ({labels or 'none'})"
+        raise BuildError(msg, hint="name one, e.g. //package:cpu")
+    return chosen[0]
+
+
+def _existing_layout(argument: str, cwd: Path | None) -> tuple[Path, Manifest | None]:
+    """A layout as given, or the one a label's build wrote (never built here), and the
+    manifest behind it when a label named it."""
+    from omi_build import build as pipeline  # noqa: PLC0415
+    from omi_build.errors import LayoutError  # noqa: PLC0415
+
+    candidate = Path(argument) if Path(argument).is_absolute() else (cwd or Path.cwd()) / argument
+    if (candidate / "oci-layout").is_file():
+        return candidate, None
+    selection, target = _one_selection(argument, cwd)
+    directory = pipeline.output_dir(selection, target, None, several=False)
+    if not (directory / "oci-layout").is_file():
+        msg = f"{selection.package.label(target)} has not been built ({directory} holds no layout)"
+        raise LayoutError(msg, hint=f"omi-build build {selection.package.label(target)}")
+    return directory, selection.manifest
+
+
+def sbom(argument: str, *, fmt: str = "spdx", platform: str | None = None, cwd: Path | None = None) -> bytes:
+    """The SBOM the build attached to one platform image of a layout or label."""
+    from omi_build import sbom as documents  # noqa: PLC0415
+    from omi_build.errors import LayoutError  # noqa: PLC0415
+    from omi_build.image.layout import Layout  # noqa: PLC0415
+    from omi_build.platforms import arch_of, host_platform  # noqa: PLC0415
+
+    directory, _ = _existing_layout(argument, cwd)
+    layout = Layout.open(directory)
+    images = layout.images()
+    wanted = arch_of(platform) if platform else None
+    if wanted is None:
+        host = arch_of(host_platform() or "linux/amd64")
+        wanted = host if any(i.architecture == host for i in images) else images[0].architecture
+    image = layout.image(wanted)
+    media_type = documents.FORMATS[fmt]
+    for descriptor in layout.referrers(image.digest, media_type):
+        blob = layout.json_blob(descriptor.digest)["layers"][0]
+        return layout.blob(str(blob["digest"]))
+    msg = f"the linux/{wanted} image in {directory} carries no {fmt} SBOM"
+    raise LayoutError(msg, hint="build it again with this omi-build: every build attaches its SBOMs")
+
+
+def keygen(prefix: Path, password: bytes, *, force: bool = False) -> tuple[Path, Path]:
+    """Write an encrypted cosign key pair: `<prefix>.key` (0600) and `<prefix>.pub`."""
+    from omi_build import atomic  # noqa: PLC0415
+    from omi_build.errors import SigningKeyError  # noqa: PLC0415
+    from omi_build.sign import keys  # noqa: PLC0415
+
+    private, public = prefix.with_name(prefix.name + ".key"), prefix.with_name(prefix.name + ".pub")
+    for path in (private, public):
+        if path.exists() and not force:
+            msg = f"{path} exists; omi-build never overwrites a key"
+            raise SigningKeyError(msg, hint="pass --output-key-prefix for other names, or --force")
+    key = keys.generate()
+    atomic.write_bytes(private, keys.encrypt(key, password))
+    private.chmod(0o600)
+    atomic.write_bytes(public, key.public.pem())
+    return private, public
+
+
+def sign(
+    argument: str,
+    *,
+    key: Path | None = None,
+    password: Any = None,
+    identity_token: str | None = None,
+    reference: str | None = None,
+    cwd: Path | None = None,
+    progress: Progress | None = None,
+) -> tuple[Path, list[Signed]]:
+    """Sign a layout's (or label's) images, index, attestations and model files, with a cosign
+    key (`password` is the key's password, or a callable asked for it) or keylessly."""
+    from omi_build.errors import SigningKeyError  # noqa: PLC0415
+    from omi_build.image.layout import Layout  # noqa: PLC0415
+    from omi_build.sign import KeySigner, Signer, keyless, keys  # noqa: PLC0415  # noqa: PLC0415
+    from omi_build.sign import sign as sign_layout  # noqa: PLC0415
+
+    directory = _layout_for(argument, cwd, progress)
+    layout = Layout.open(directory)
+    signer: Signer
+    if key is not None:
+        try:
+            data = key.read_bytes()
+        except OSError as exc:
+            msg = f"cannot read the key {key}: {exc.strerror}"
+            raise SigningKeyError(msg, hint="make a key pair with 'omi-build keygen'") from exc
+        secret = password() if callable(password) else password
+        signer = KeySigner(keys.decrypt(data, secret or b"", what=str(key)))
+    else:
+        signer = keyless.Signer(identity_token)
+    if reference is None:
+        annotations = layout.json_blob(layout.target_index().digest).get("annotations", {})
+        reference = f"{annotations.get('org.opencontainers.image.title', directory.name)}:" + str(
+            annotations.get("org.opencontainers.image.version", "latest")
+        )
+    return directory, sign_layout(layout, signer, reference=reference)
+
+
+def verify(
+    argument: str,
+    *,
+    key: Path | None = None,
+    identity: str = "",
+    identity_regexp: str = "",
+    issuer: str = "",
+    issuer_regexp: str = "",
+    trusted_root: Path | None = None,
+    require: Iterable[str] = (),
+    cwd: Path | None = None,
+) -> tuple[Path, list[Check]]:
+    """Verify a layout (or a label's layout, under its manifest's security.signing) offline."""
+    from omi_build.errors import VerificationError  # noqa: PLC0415
+    from omi_build.image.layout import Layout  # noqa: PLC0415
+    from omi_build.sign import keyless, keys  # noqa: PLC0415
+    from omi_build.verify import Trust  # noqa: PLC0415
+    from omi_build.verify import verify as verify_layout  # noqa: PLC0415
+
+    directory, manifest = _existing_layout(argument, cwd)
+    signing = manifest.security.signing if manifest is not None else None
+    if key is None and not (identity or identity_regexp) and signing is not None:
+        if signing.public_key:
+            key = manifest.directory / signing.public_key if manifest else None
+        elif signing.keyless is not None:
+            identity, issuer = signing.keyless.identity, signing.keyless.issuer
+    public = None
+    if key is not None:
+        try:
+            public = keys.PublicKey.from_pem(key.read_bytes(), what=str(key))
+        except OSError as exc:
+            msg = f"cannot read the public key {key}: {exc.strerror}"
+            raise VerificationError(msg) from exc
+    who = None
+    if public is None:
+        if not (identity or identity_regexp) or not (issuer or issuer_regexp):
+            msg = "verify needs a key or a keyless identity to trust"
+            raise VerificationError(
+                msg,
+                hint="pass --key cosign.pub, or --certificate-identity[-regexp] with "
+                "--certificate-oidc-issuer[-regexp] (or set security.signing in omi.yaml)",
+            )
+        who = keyless.Identity(
+            identity=identity, identity_regexp=identity_regexp, issuer=issuer, issuer_regexp=issuer_regexp
+        )
+    trust = Trust(key=public, identity=who, trusted_root=trusted_root, require=frozenset(require))
+    return directory, verify_layout(Layout.open(directory), trust)

@@ -13,11 +13,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from omi_build import image, layers, serving_config, settings, workspace
+from omi_build import describe, image, layers, serving_config, settings, workspace
 from omi_build import lock as locking
 from omi_build.download import Downloads
 from omi_build.errors import BuildError, LockError
 from omi_build.image import PlatformImage
+from omi_build.image.layout import Layout
 from omi_build.layers import LayerBuilder
 from omi_build.lock import Lock
 from omi_build.manifest import Manifest
@@ -124,7 +125,7 @@ class _Target:
         )
 
 
-def _output_dir(selection: workspace.Selection, target: str, output: Path | None, several: bool) -> Path:
+def output_dir(selection: workspace.Selection, target: str, output: Path | None, several: bool) -> Path:
     if output is not None:
         return output / selection.package.name / target if several else output
     return selection.package.root / "omi-out" / selection.package.name / target
@@ -152,7 +153,7 @@ def run(
         raise BuildError(msg, hint="'omi-build query' lists the targets")
     built = []
     for selection, target in chosen:
-        directory = _output_dir(selection, target, options.output, len(chosen) > 1)
+        directory = output_dir(selection, target, options.output, len(chosen) > 1)
         built.append(_target(store, selection, target, directory, options, progress))
     return built
 
@@ -213,6 +214,10 @@ def _target(  # noqa: PLR0917 - the pipeline's one call, argument per stage inpu
     labels = image.oci_annotations(manifest, epoch)
     index_digest = image.write_layout(directory, store, images, labels=labels, tag=manifest.metadata.version)
     label = selection.package.label(target)
+    describe.attach(
+        Layout.open(directory), images, manifest=manifest, lock=current, target=target, label=label,
+        digests=digests, epoch=epoch,
+    )  # fmt: skip
     if options.docker_archive is not None:
         repo_tag = f"{manifest.metadata.name}:{manifest.metadata.version}"
         image.write_docker_archive(

@@ -107,3 +107,32 @@ class ToolError(OmiError):
     """An external program (buildah, skopeo, umoci, runc, uv, gpgv) failed or is missing."""
 
     reference: ClassVar[str] = "tool-failed"
+
+
+class SigningKeyError(OmiError):
+    """A signing or verification key that cannot be read, decrypted or used."""
+
+    reference: ClassVar[str] = "key-unusable"
+
+
+class SigningError(OmiError):
+    """An image or its attestations could not be signed (or the signing service refused)."""
+
+    reference: ClassVar[str] = "signing-failed"
+
+
+class VerificationError(OmiError):
+    """A signature, attestation, SBOM or digest that does not verify; names what failed."""
+
+    reference: ClassVar[str] = "verification-failed"
+    exit_code: ClassVar[int] = 4
+
+    def __init__(self, message: str, *, hint: str | None = None, verified: tuple[object, ...] = ()) -> None:
+        super().__init__(message, hint=hint)
+        self.verified = verified  # what had verified before this failed, for the report
+
+
+class ModelSignatureError(BuildError):
+    """The model files' signature (model.signature in the manifest) does not verify."""
+
+    reference: ClassVar[str] = "model-signature-invalid"

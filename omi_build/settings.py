@@ -92,3 +92,14 @@ def source_date_epoch(manifest_value: int) -> int:
     if value and value.isdigit():
         return int(value)
     return manifest_value
+
+
+def cosign_password() -> bytes | None:
+    """The password of a cosign key, as cosign reads it (COSIGN_PASSWORD); None: ask for it."""
+    value = os.environ.get("COSIGN_PASSWORD")
+    return None if value is None else value.encode()
+
+
+def identity_token() -> str | None:
+    """An OIDC token for keyless signing given by the environment (SIGSTORE_ID_TOKEN)."""
+    return os.environ.get("SIGSTORE_ID_TOKEN") or None

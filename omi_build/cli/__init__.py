@@ -26,6 +26,7 @@ exit codes:
   1  failure (missing file, tool, network, build error)
   2  manifest problems, or a command-line usage error
   3  lock --check --security: a locked Debian package has a newer security update
+  4  verify: a signature, attestation or digest did not verify
 """
 
 ENVIRONMENT = """\
@@ -45,9 +46,14 @@ environment:
   OMI_NETWORK_TIMEOUT      seconds a mirror or index may stay silent before a try fails
                            (default 15; a slow download that keeps moving never times out)
   OMI_NETWORK_ATTEMPTS     tries of each download (default 3: a silent mirror fails in ~47 s)
+  COSIGN_PASSWORD          the password of a cosign key (keygen, sign --key); else asked
+  SIGSTORE_ID_TOKEN        an OIDC token for keyless signing (else --identity-token, or
+                           GitHub Actions' own with 'permissions: id-token: write')
 """
 
-_READS_ENVIRONMENT = frozenset({"lock", "build", "run", "test", "cache"})  # their --help lists ENVIRONMENT
+_READS_ENVIRONMENT = frozenset(
+    {"lock", "build", "run", "test", "cache", "keygen", "sign"}
+)  # their --help lists ENVIRONMENT
 
 LABEL_HELP = "a directory, an omi.yaml, or a label: //pkg:target, //pkg, //pkg/..., //..., :target"
 
@@ -287,12 +293,193 @@ def _cmd_test(args: argparse.Namespace, io: _Streams) -> int:
     return 1 if failed else 0
 
 
+def _password(*, confirm: bool) -> bytes:
+    """The cosign key's password: COSIGN_PASSWORD, else asked on the terminal (twice for a new key)."""
+    import getpass  # noqa: PLC0415
+
+    from omi_build import settings  # noqa: PLC0415
+    from omi_build.errors import SigningKeyError  # noqa: PLC0415
+
+    if (given := settings.cosign_password()) is not None:
+        return given
+    if not sys.stdin.isatty():
+        msg = "no password for the key: COSIGN_PASSWORD is not set and there is no terminal to ask on"
+        raise SigningKeyError(msg, hint="set COSIGN_PASSWORD (it may be empty)")
+    first = getpass.getpass("Enter password for private key: ")
+    if confirm and getpass.getpass("Enter password for private key again: ") != first:
+        msg = "the two passwords differ"
+        raise SigningKeyError(msg, hint="run keygen again")
+    return first.encode()
+
+
+def _cmd_sbom(args: argparse.Namespace, io: _Streams) -> int:
+    document = api.sbom(args.image, fmt=args.sbom_format, platform=args.platform)
+    io.out.write(document.decode() + "\n")
+    return 0
+
+
+def _cmd_keygen(args: argparse.Namespace, io: _Streams) -> int:
+    private, public = api.keygen(Path(args.output_key_prefix), _password(confirm=True), force=args.force)
+    if args.format == "json":
+        io.out.write(json.dumps({"private_key": str(private), "public_key": str(public)}, indent=2) + "\n")
+    else:
+        io.out.write(f"Private key written to {private}\nPublic key written to {public}\n")
+    return 0
+
+
+def _cmd_sign(args: argparse.Namespace, io: _Streams) -> int:
+    from omi_build import settings  # noqa: PLC0415
+
+    key = None if args.key in (None, "keyless") else Path(args.key)
+    started = time.perf_counter()
+    layout, signed = api.sign(
+        args.image,
+        key=key,
+        password=lambda: _password(confirm=False),
+        identity_token=args.identity_token or settings.identity_token(),
+        reference=args.reference,
+        progress=_progress(args, io),
+    )
+    elapsed = time.perf_counter() - started
+    if args.format == "json":
+        rows = [
+            {"kind": s.kind, "platform": s.platform, "subject": s.subject, "artifact": s.artifact}
+            for s in signed
+        ]
+        io.out.write(json.dumps({"layout": str(layout), "signed": rows}, indent=2) + "\n")
+    else:
+        for s in signed:
+            io.out.write(f"{s.platform:<12} {s.kind:<36} {s.subject}\n")
+        io.out.write(f"signed {len(signed)} artifacts in {layout} ({elapsed:.2f} s)\n")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace, io: _Streams) -> int:
+    from omi_build.errors import VerificationError  # noqa: PLC0415
+
+    require = [r.strip() for part in args.require for r in part.split(",") if r.strip()]
+    try:
+        layout, checks = api.verify(
+            args.image,
+            key=Path(args.key) if args.key else None,
+            identity=args.certificate_identity or "",
+            identity_regexp=args.certificate_identity_regexp or "",
+            issuer=args.certificate_oidc_issuer or "",
+            issuer_regexp=args.certificate_oidc_issuer_regexp or "",
+            trusted_root=Path(args.trusted_root) if args.trusted_root else None,
+            require=require,
+        )
+    except VerificationError as exc:
+        if args.format != "json":
+            _checks_table(list(exc.verified), io)  # what held before the failure
+            io.out.flush()
+        raise
+    if args.format == "json":
+        rows = [
+            {"subject": c.subject, "platform": c.platform, "check": c.what, "detail": c.detail}
+            for c in checks
+        ]
+        io.out.write(json.dumps({"ok": True, "layout": str(layout), "verified": rows}, indent=2) + "\n")
+    else:
+        _checks_table(checks, io)
+        io.out.write(f"verified: {layout} ({len(checks)} checks passed)\n")
+    return 0
+
+
+def _checks_table(checks: list, io: _Streams) -> None:  # type: ignore[type-arg]
+    for check in checks:
+        io.out.write(f"OK  {check.platform:<12} {check.what:<36} {check.subject[:19]}  {check.detail}\n")
+
+
 Command = Callable[[argparse.Namespace, _Streams], int]
 
 
 def _image_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "image", metavar="LABEL|LAYOUT", help="a label or package path (built first) or an OCI layout"
+    )
+
+
+def _add_supply_chain(add: Callable[[str, Command, str], argparse.ArgumentParser]) -> None:
+    """sbom, keygen, sign and verify: what a deployment checks before it runs an image."""
+    sbom = add(
+        "sbom",
+        _cmd_sbom,
+        "print the SBOM the build attached to an image (exact: from omi.lock and the layers, "
+        "not a scan): SPDX 2.3 or CycloneDX 1.6 JSON",
+    )
+    _image_argument(sbom)
+    sbom.add_argument(
+        "--sbom-format",
+        choices=("spdx", "cyclonedx"),
+        default="spdx",
+        help="the SBOM's format (default: spdx)",
+    )
+    sbom.add_argument("--platform", metavar="P", help="which platform's image (default: this machine's)")
+    keygen = add(
+        "keygen",
+        _cmd_keygen,
+        "write an encrypted cosign key pair (cosign.key, cosign.pub) that cosign also reads; the "
+        "password comes from COSIGN_PASSWORD or a prompt",
+    )
+    keygen.add_argument(
+        "--output-key-prefix",
+        default="cosign",
+        metavar="PREFIX",
+        help="write PREFIX.key and PREFIX.pub (default: cosign)",
+    )
+    keygen.add_argument("--force", action="store_true", help="overwrite existing key files")
+    sign = add(
+        "sign",
+        _cmd_sign,
+        "sign a built image's platform images and index (cosign v3 bundles, and with a key also "
+        "cosign's classic signatures), its SBOM and provenance attestations and its model files; "
+        "the image digests do not change",
+    )
+    _image_argument(sign)
+    sign.add_argument(
+        "--key",
+        metavar="FILE|keyless",
+        help="a cosign private key (its password from COSIGN_PASSWORD or a prompt); without it, "
+        "or with 'keyless', sign with a sigstore certificate for an OIDC identity",
+    )
+    sign.add_argument(
+        "--identity-token", metavar="TOKEN", help="keyless: the OIDC token (else SIGSTORE_ID_TOKEN, or CI's)"
+    )
+    sign.add_argument(
+        "--reference", metavar="REF", help="the image reference the signatures name (default: name:version)"
+    )
+    verify = add(
+        "verify",
+        _cmd_verify,
+        "verify a built image before deployment, offline: every digest, the signatures of the "
+        "images and index, every attestation; print what verified; exit 4 naming the first failure",
+    )
+    verify.add_argument(
+        "image",
+        metavar="LABEL|LAYOUT",
+        help="an OCI layout, or a label whose built layout (and security.signing) is used",
+    )
+    verify.add_argument("--key", metavar="PUB", help="the signer's public key (cosign.pub)")
+    verify.add_argument("--certificate-identity", metavar="ID", help="keyless: the signer's exact identity")
+    verify.add_argument(
+        "--certificate-identity-regexp", metavar="RE", help="keyless: a regular expression for it"
+    )
+    verify.add_argument("--certificate-oidc-issuer", metavar="URL", help="keyless: the exact OIDC issuer")
+    verify.add_argument(
+        "--certificate-oidc-issuer-regexp", metavar="RE", help="keyless: a regular expression for it"
+    )
+    verify.add_argument(
+        "--trusted-root",
+        metavar="FILE",
+        help="keyless: a sigstore trusted_root.json (default: the public-good root in sigstore's wheel)",
+    )
+    verify.add_argument(
+        "--require",
+        action="append",
+        default=[],
+        metavar="LIST",
+        help="also require signed attestations: sbom, provenance, model (comma-separated)",
     )
 
 
@@ -421,6 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with clean: keep the downloaded packages, remove what was built from them",
     )
+    _add_supply_chain(add)
     query = add("query", _cmd_query, "list the targets that labels select, one label a line")
     query.add_argument("labels", nargs="*", metavar="LABEL", help=f"{LABEL_HELP} (default: //...)")
     return parser

@@ -139,28 +139,59 @@ def _write_layout(
         _write_blob(blobs, image.manifest)
     index_bytes = index(images, labels)
     index_digest = _write_blob(blobs, index_bytes)
-    top = {
-        "schemaVersion": 2,
-        "mediaType": INDEX_TYPE,
-        "manifests": [
+    listed: list[dict[str, Any]] = [
+        {
+            "mediaType": INDEX_TYPE,
+            "digest": index_digest,
+            "size": len(index_bytes),
+            "annotations": {REF_NAME: tag},
+        },
+        *(
             {
-                "mediaType": INDEX_TYPE,
-                "digest": index_digest,
-                "size": len(index_bytes),
-                "annotations": {REF_NAME: tag},
-            },
-            *(
-                {
-                    **image.descriptor(),
-                    "annotations": {REF_NAME: platform_ref(tag, image.platform)},
-                }
-                for image in images
-            ),
-        ],
-    }
+                **image.descriptor(),
+                "annotations": {REF_NAME: platform_ref(tag, image.platform)},
+            }
+            for image in images
+        ),
+    ]
+    subjects = {index_digest, *(image.digest for image in images)}
+    listed += [d for d in _kept_artifacts(directory, subjects) if d not in listed]
+    top = {"schemaVersion": 2, "mediaType": INDEX_TYPE, "manifests": listed}
     (directory / "oci-layout").write_bytes(canonical(LAYOUT_FILE))
     _write_index(directory, top)
     return index_digest
+
+
+# Signatures outlive a rebuild that gives the same digests; what a build attaches, it attaches anew.
+KEPT_ARTIFACT_TYPES = frozenset({"application/vnd.dev.sigstore.bundle.v0.3+json"})
+
+
+def _kept_artifacts(directory: Path, subjects: set[str]) -> list[dict[str, Any]]:
+    """The signatures `omi-build sign` attached to images this build made again (the same
+    digests, so they still hold): kept. Anything about other images goes."""
+    try:
+        old = json.loads((directory / "index.json").read_text(encoding="utf-8"))["manifests"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    kept = []
+    tags = {tag_of_signature(subject) for subject in subjects}
+    for raw in old if isinstance(old, list) else []:
+        try:
+            if raw.get("annotations", {}).get(REF_NAME) in tags:
+                kept.append(raw)
+            elif raw.get("artifactType") in KEPT_ARTIFACT_TYPES:
+                path = directory / "blobs" / "sha256" / str(raw["digest"]).removeprefix("sha256:")
+                if json.loads(path.read_bytes()).get("subject", {}).get("digest") in subjects:
+                    kept.append(raw)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue  # a damaged entry is dropped, not trusted
+    return kept
+
+
+def tag_of_signature(digest: str) -> str:
+    """The tag cosign gives the classic signatures of the manifest `digest`: 'sha256-<hex>.sig'."""
+    algorithm, _, hexadecimal = digest.partition(":")
+    return f"{algorithm}-{hexadecimal}.sig"
 
 
 def _write_index(directory: Path, top: dict[str, Any]) -> None:
@@ -393,6 +424,27 @@ class Layout:
             self._top = {**self._top, "manifests": [*self._top["manifests"], descriptor.to_json()]}
             _write_index(self.directory, self._top)
         return descriptor
+
+    def put_tagged(self, tag: str, manifest: dict[str, Any], blobs: Iterable[bytes]) -> Descriptor:
+        """Write `blobs` and the image `manifest`, and list it under `tag` in index.json in place
+        of whatever had that tag (cosign's classic signatures live under such tags)."""
+        for data in blobs:
+            _write_blob(self.directory / "blobs" / "sha256", data)
+        data = canonical(manifest)
+        digest = _write_blob(self.directory / "blobs" / "sha256", data)
+        descriptor = Descriptor(
+            media_type=MANIFEST_TYPE, digest=digest, size=len(data), annotations={REF_NAME: tag}
+        )
+        kept = [raw for raw in self._top["manifests"] if (raw.get("annotations") or {}).get(REF_NAME) != tag]
+        self._top = {**self._top, "manifests": [*kept, descriptor.to_json()]}
+        _write_index(self.directory, self._top)
+        return descriptor
+
+    def tagged(self, tag: str) -> Descriptor | None:
+        for descriptor in self.descriptors:
+            if descriptor.annotations.get(REF_NAME) == tag:
+                return descriptor
+        return None
 
     def referrers(self, subject: str, artifact_type: str | None = None) -> list[Descriptor]:
         """The artifacts listed in index.json whose subject is the digest `subject`."""

@@ -47,6 +47,7 @@ from ._unpack import (
 LAYER_FORMAT = 4
 RUNTIME_PACKAGE = "omi_runtime"
 MODEL_DIR = "opt/omi/model"
+RUNTIME_LAYER = "server runtime"  # the layer the SBOM records as omi-build-runtime
 CONFIG_PATH = "opt/omi/omi.json"
 HEAVY_WHEEL_BYTES = 10 * 1024 * 1024
 _SHELLS = ("usr/bin/sh", "usr/bin/bash", "usr/bin/dash", "usr/bin/busybox", "usr/bin/zsh")
@@ -317,7 +318,7 @@ class LayerBuilder:
             "pyc": self.unpacker.bytecode,
         }
         return self.layer(
-            "server runtime",
+            RUNTIME_LAYER,
             inputs,
             lambda: with_bytecode(entries, (SITE_PACKAGES,), self.unpacker.compiler),
         )
