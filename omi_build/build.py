@@ -16,7 +16,7 @@ from pathlib import Path
 from omi_build import describe, image, layers, serving_config, settings, workspace
 from omi_build import lock as locking
 from omi_build.download import Downloads
-from omi_build.errors import BuildError, LockError
+from omi_build.errors import BuildError, LockError, ModelSignatureError, OmiError
 from omi_build.image import PlatformImage
 from omi_build.image.layout import Layout
 from omi_build.layers import LayerBuilder
@@ -177,6 +177,8 @@ def _target(  # noqa: PLR0917 - the pipeline's one call, argument per stage inpu
     digests = layers.model_file_digests(
         manifest.directory, manifest.model.files, allow_links=manifest.model.allow_links
     )
+    if manifest.model.signature is not None:
+        _check_model_signature(manifest, digests)
     config = serving_config.render(serving_config.of(manifest, digests, model_dir="/" + layers.MODEL_DIR))
     python_version = manifest.python.version
     host = host_platform() or ""
@@ -242,3 +244,30 @@ def _target(  # noqa: PLR0917 - the pipeline's one call, argument per stage inpu
             for built in images
         ),
     )
+
+
+def _check_model_signature(manifest: Manifest, digests: dict[str, str]) -> None:
+    """The model files are the ones their trainer signed (model.signature), before anything is built."""
+    from omi_build.sign import keyless, keys, models  # noqa: PLC0415 - only models that carry one
+
+    wanted = manifest.model.signature
+    assert wanted is not None  # noqa: S101 - the caller checked
+    base = manifest.directory
+    try:
+        signature = (base / wanted.file).read_bytes()
+        key = keys.PublicKey.from_pem((base / wanted.public_key).read_bytes()) if wanted.public_key else None
+    except OSError as exc:
+        msg = f"cannot read {exc.filename}: {exc.strerror}"
+        raise ModelSignatureError(msg, hint="model.signature names files relative to omi.yaml") from exc
+    identity = (
+        keyless.Identity(identity=wanted.keyless.identity, issuer=wanted.keyless.issuer)
+        if wanted.keyless
+        else None
+    )
+    files = {path: sha.removeprefix("sha256:") for path, sha in digests.items() if path != wanted.file}
+    try:
+        signed = models.signed_files(signature, key=key, identity=identity, what=wanted.file)
+        models.check_files(base, signed, files)
+    except OmiError as exc:
+        msg = f"{manifest.path}: model.signature: {exc}"
+        raise ModelSignatureError(msg, hint=exc.hint or "have the model signed again") from exc

@@ -323,10 +323,15 @@ def _check_licenses(data: dict[str, Any], report: Reporter) -> None:
 
 
 def _check_signing(data: dict[str, Any], base: FsPath, report: Reporter) -> None:
+    allow_links = _allow_links(_dict(data.get("model")))
     key = _dict(_dict(data.get("security")).get("signing")).get("public_key")
     if isinstance(key, str) and key:
-        allow_links = _allow_links(_dict(data.get("model")))
         _check_named_file(("security", "signing", "public_key"), key, base, report, allow_links=allow_links)
+    signature = _dict(_dict(data.get("model")).get("signature"))
+    for name in ("file", "public_key"):
+        value = signature.get(name)
+        if isinstance(value, str) and value:
+            _check_named_file(("model", "signature", name), value, base, report, allow_links=allow_links)
 
 
 def check(data: Any, base: FsPath, report: Reporter) -> None:

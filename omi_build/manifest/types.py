@@ -57,6 +57,7 @@ class Model:
     outputs: tuple[Tensor, ...]
     examples: tuple[Example, ...] = ()
     allow_links: bool = False
+    signature: ModelSignature | None = None
 
     @property
     def module_file(self) -> str:
@@ -129,6 +130,15 @@ class Licenses:
 class Keyless:
     identity: str
     issuer: str
+
+
+@dataclass(**_FROZEN)
+class ModelSignature:
+    """Who signed the model files (model.signature): the signature file and the signer."""
+
+    file: str
+    public_key: str | None = None
+    keyless: Keyless | None = None
 
 
 @dataclass(**_FROZEN)
@@ -230,7 +240,14 @@ def from_data(path: Path, data: dict[str, Any]) -> Manifest:
         kind=data["kind"],
         metadata=Metadata(**_given(data["metadata"], authors=tuple, labels=_pairs)),
         model=Model(
-            **_given(data["model"], files=tuple, inputs=_tensors, outputs=_tensors, examples=_examples)
+            **_given(
+                data["model"],
+                files=tuple,
+                inputs=_tensors,
+                outputs=_tensors,
+                examples=_examples,
+                signature=lambda raw: ModelSignature(**_given(raw, keyless=lambda k: Keyless(**k))),
+            )
         ),
         python=Python(**_given(data["python"], requirements=tuple)),
         system=System(**_given(data.get("system", {}), packages=tuple)),

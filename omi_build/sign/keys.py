@@ -31,6 +31,11 @@ _MAX_SCRYPT_N = 1 << 20  # a file asking for more is hostile, not a key (1 GiB o
 _SECRETBOX_KEY = 32
 _SECRETBOX_NONCE = 24
 _SEQUENCE = 0x30
+_CURVE_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+    "secp256r1": hashes.SHA256,
+    "secp384r1": hashes.SHA384,
+    "secp521r1": hashes.SHA512,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +77,12 @@ class PublicKey:
         return hashlib.sha256(self.pem()).hexdigest()
 
     def verifies(self, signature: bytes, data: bytes) -> bool:
-        """Whether `signature` (ASN.1 DER ECDSA, SHA-256) is this key's over `data`."""
+        """Whether `signature` (ASN.1 DER ECDSA, with the curve's hash: SHA-256 for P-256, as
+        cosign signs; SHA-384 and SHA-512 for P-384 and P-521, as model signing does) is this
+        key's over `data`."""
+        digest = _CURVE_HASHES.get(self.key.curve.name, hashes.SHA256)()
         try:
-            self.key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+            self.key.verify(signature, data, ec.ECDSA(digest))
         except InvalidSignature:
             return False
         return True
