@@ -23,6 +23,7 @@ _DEP5 = {  # DEP-5's short names whose SPDX identifier differs (the rest match o
     "zlib": "Zlib",
 }
 _REF_CHARACTERS = re.compile(r"[^A-Za-z0-9.-]+")
+_IS_REF = re.compile(r"LicenseRef-[A-Za-z0-9.-]+")
 
 
 @cache
@@ -61,7 +62,10 @@ def expression(names: tuple[str, ...]) -> tuple[str, dict[str, str]]:
     parts, refs = [], {}
     for name in names:
         found = spdx_id(name)
-        if found is None:
+        if _IS_REF.fullmatch(name.strip()):
+            found = name.strip()  # already an SPDX licence reference; declared with the rest
+            refs[found] = found
+        elif found is None:
             found = license_ref(name)
             refs[found] = name
         parts.append(f"({found})" if " " in found and len(names) > 1 else found)

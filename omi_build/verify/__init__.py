@@ -199,6 +199,36 @@ def _unsigned_documents(layout: Layout, subject: str) -> dict[str, object]:
     return found
 
 
+def _claims_trusted_key(run: _Run, descriptor: Descriptor) -> bool:
+    """Whether a bundle names the trusted key as its signer (key mode only)."""
+    key = run.trust.key
+    if key is None:
+        return False
+    try:
+        data = run.layout.blob(str(run.layout.json_blob(descriptor.digest)["layers"][0]["digest"]))
+        hint = json.loads(data)["verificationMaterial"]["publicKey"]["hint"]
+    except (LayoutError, ValueError, KeyError, TypeError, IndexError):
+        return True  # unreadable: not evidence of another signer
+    return hint in {key.hint(), key.model_signing_hint()}
+
+
+def _by_trusted_signer(run: _Run, descriptors: list[Descriptor], *, what: str) -> list[Statement]:
+    """The statements of the bundles the trusted signer made. Others' attestations are set
+    aside (several parties may attest one image), but one claiming to be the trusted signer's
+    must verify, and at least one must be there."""
+    statements, failures = [], []
+    for descriptor in descriptors:
+        try:
+            statements.append(_open(run, descriptor, what=what))
+        except VerificationError as exc:
+            if _claims_trusted_key(run, descriptor):
+                raise
+            failures.append(exc)
+    if not statements:
+        raise failures[0]
+    return statements
+
+
 def _attestations(run: _Run, subject: str, platform: str, bundles: dict[str, list[Descriptor]]) -> set[str]:
     """Verify every attestation attached to `subject`; the predicate types that verified."""
     documents = _unsigned_documents(run.layout, subject)
@@ -208,8 +238,8 @@ def _attestations(run: _Run, subject: str, platform: str, bundles: dict[str, lis
             continue
         what = f"the {predicate_type} attestation of the {platform} {subject}"
         matching = predicate_type not in documents
-        for descriptor in descriptors:
-            statement = _open(run, descriptor, what=what)
+        trusted = _by_trusted_signer(run, descriptors, what=what)
+        for statement in trusted:
             if statement.predicate_type != predicate_type:
                 msg = f"{what}: it is annotated {predicate_type} but signs {statement.predicate_type}"
                 raise VerificationError(msg)
@@ -262,9 +292,7 @@ def _required(run: _Run, subject: str, platform: str, verified: set[str], *, ind
     for requirement in sorted(run.trust.require):
         if requirement == "model":
             if index and provenance.MODEL_SIGNING not in verified:
-                msg = (
-                    f"the {platform} {subject} carries no signed model-signing attestation (required: model)"
-                )
+                msg = f"the {platform} {subject} has no signed model-signing attestation (--require model)"
                 raise VerificationError(
                     msg, hint="sign the layout with omi-build sign; it signs the model files too"
                 )

@@ -47,6 +47,10 @@ def test_two_clean_builds_are_byte_identical_and_match_the_golden_digest(
     second = build_in(tmp_path, monkeypatch)
     assert _index(first) == _index(second)
     assert [i.digest for i in first] == [i.digest for i in second]
+    for suffix in ("amd64.spdx.json", "arm64.cdx.json", "amd64.provenance.json"):  # the same SBOM bytes
+        assert (first[0].layout.parent / f"out.{suffix}").read_bytes() == (
+            tmp_path / f"out.{suffix}"
+        ).read_bytes()
     if os.environ.get("OMI_UPDATE_GOLDEN") == "1":
         GOLDEN.write_text(_index(first) + "\n")
     assert _index(first) == GOLDEN.read_text().strip(), "run `make update-golden` if the change is intended"
@@ -58,8 +62,17 @@ def test_layout_has_one_manifest_per_platform_and_the_omi_annotations(
     _, images = iris_build
     layout = images[0].layout
     top = json.loads((layout / "index.json").read_text())
-    refs = {m["annotations"]["org.opencontainers.image.ref.name"] for m in top["manifests"]}
+    refs = {
+        m["annotations"]["org.opencontainers.image.ref.name"]
+        for m in top["manifests"]
+        if "artifactType" not in m
+    }
     assert refs == {"1.0.0", "1.0.0-amd64", "1.0.0-arm64"}
+    attached = sorted(m["artifactType"] for m in top["manifests"] if "artifactType" in m)
+    assert attached == sorted(  # per image: two SBOMs and provenance; the index: the model statement
+        ["application/spdx+json", "application/vnd.cyclonedx+json", "application/vnd.in-toto+json"] * 2
+        + ["application/vnd.in-toto+json"]
+    )
     index = json.loads((layout / "blobs/sha256" / _index(images).removeprefix("sha256:")).read_text())
     platforms = {(m["platform"]["os"], m["platform"]["architecture"]) for m in index["manifests"]}
     assert platforms == {("linux", "amd64"), ("linux", "arm64")}

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from omi_build.digests import digest_of
 from omi_build.errors import VerificationError
@@ -62,8 +63,6 @@ def test_a_signature_by_an_unknown_key_verifies_with_neither_key() -> None:
 
 
 def test_the_keyless_classic_signature_verifies_with_its_certificate_key() -> None:
-    from cryptography import x509
-
     path = CLASSIC / "dir-img-cosign-fulcio-rekor-valid" / "signature-1"
     payload, signature, annotations = simple.containers_image_signature(path.read_bytes())
     certificate = x509.load_pem_x509_certificate(annotations["dev.sigstore.cosign/certificate"].encode())
