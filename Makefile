@@ -62,11 +62,18 @@ test-runtime: ## the runtime's tests in a venv holding only its own dependencies
 check: deps dev lint test-runtime ## everything CI runs: lint, then every test
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-demo: deps dev ## the main job: validate, check the lock, build the iris example, run it and call it
-	$(BIN)/omi-build validate examples/iris-sklearn
-	$(BIN)/omi-build lock --check examples/iris-sklearn
-	$(BIN)/omi-build build --locked examples/iris-sklearn
-	$(BIN)/omi-build test examples/iris-sklearn
+# The demo signs with a throwaway key pair it makes beside the image; a real pipeline signs
+# keylessly in CI, or with a key kept in its secrets (see README, "Supply chain").
+DEMO := examples/iris-sklearn
+DEMO_KEY := omi-out/demo-cosign
+demo: deps dev ## the main job: validate, check the lock, build the iris example, sign and verify it, run it and call it
+	$(BIN)/omi-build validate $(DEMO)
+	$(BIN)/omi-build lock --check $(DEMO)
+	$(BIN)/omi-build build --locked $(DEMO)
+	COSIGN_PASSWORD=demo $(BIN)/omi-build keygen --force --output-key-prefix $(DEMO_KEY)
+	COSIGN_PASSWORD=demo $(BIN)/omi-build sign --key $(DEMO_KEY).key $(DEMO)
+	$(BIN)/omi-build verify --key $(DEMO_KEY).pub --require sbom,provenance,model $(DEMO)
+	$(BIN)/omi-build test $(DEMO)
 
 bench: deps dev ## print the benchmark figures (bench/*.py)
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done

@@ -255,9 +255,11 @@ def keygen(prefix: Path, password: bytes, *, force: bool = False) -> tuple[Path,
         if path.exists() and not force:
             msg = f"{path} exists; omi-build never overwrites a key"
             raise SigningKeyError(msg, hint="pass --output-key-prefix for other names, or --force")
+    if not prefix.parent.is_dir():
+        msg = f"no folder {prefix.parent} for the key pair"
+        raise SigningKeyError(msg, hint="create it, or pass another --output-key-prefix")
     key = keys.generate()
-    atomic.write_bytes(private, keys.encrypt(key, password))
-    private.chmod(0o600)
+    atomic.write_bytes(private, keys.encrypt(key, password), mode=0o600)
     atomic.write_bytes(public, key.public.pem())
     return private, public
 
@@ -276,7 +278,7 @@ def sign(
     key (`password` is the key's password, or a callable asked for it) or keylessly."""
     from omi_build.errors import SigningKeyError  # noqa: PLC0415
     from omi_build.image.layout import Layout  # noqa: PLC0415
-    from omi_build.sign import KeySigner, Signer, keyless, keys  # noqa: PLC0415  # noqa: PLC0415
+    from omi_build.sign import KeySigner, Signer, keyless, keys  # noqa: PLC0415
     from omi_build.sign import sign as sign_layout  # noqa: PLC0415
 
     directory = _layout_for(argument, cwd, progress)
@@ -334,7 +336,8 @@ def verify(
             msg = f"cannot read the public key {key}: {exc.strerror}"
             raise VerificationError(msg) from exc
     who = None
-    if public is None:
+    optional = signing is not None and not signing.required
+    if public is None and not (optional and not (identity or identity_regexp or issuer or issuer_regexp)):
         if not (identity or identity_regexp) or not (issuer or issuer_regexp):
             msg = "verify needs a key or a keyless identity to trust"
             raise VerificationError(
@@ -345,5 +348,11 @@ def verify(
         who = keyless.Identity(
             identity=identity, identity_regexp=identity_regexp, issuer=issuer, issuer_regexp=issuer_regexp
         )
-    trust = Trust(key=public, identity=who, trusted_root=trusted_root, require=frozenset(require))
+    trust = Trust(
+        key=public,
+        identity=who,
+        trusted_root=trusted_root,
+        require=frozenset(require),
+        signatures_optional=optional,
+    )
     return directory, verify_layout(Layout.open(directory), trust)

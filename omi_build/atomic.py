@@ -37,12 +37,14 @@ def is_temporary(name: str) -> bool:
 
 
 @contextlib.contextmanager
-def replacing(path: Path, *, durable: bool = False) -> Iterator[IO[bytes]]:
+def replacing(path: Path, *, durable: bool = False, mode: int = 0o666) -> Iterator[IO[bytes]]:
     """A file to write that takes `path`'s place when the block ends without an error (synced to
-    disk first when `durable`); after an error it is removed and `path` is as it was."""
+    disk first when `durable`); after an error it is removed and `path` is as it was. `mode`
+    (less the umask) applies from creation, so a secret is never readable by others."""
     temporary = temporary_beside(path)
     try:
-        with temporary.open("wb") as out:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        with os.fdopen(descriptor, "wb") as out:
             yield out
             if durable:
                 out.flush()
@@ -52,8 +54,8 @@ def replacing(path: Path, *, durable: bool = False) -> Iterator[IO[bytes]]:
         temporary.unlink(missing_ok=True)
 
 
-def write_bytes(path: Path, data: bytes, *, durable: bool = False) -> None:
-    with replacing(path, durable=durable) as out:
+def write_bytes(path: Path, data: bytes, *, durable: bool = False, mode: int = 0o666) -> None:
+    with replacing(path, durable=durable, mode=mode) as out:
         out.write(data)
 
 

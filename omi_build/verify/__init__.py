@@ -9,6 +9,9 @@ first failure (which the error names):
   3. every attestation attached is signed by the same signer and names the same digest, and an
      SBOM attestation matches the SBOM attached beside it;
   4. what `--require` (or the manifest's security.signing) asks for is there.
+
+An image whose manifest says `security.signing.required: false`, verified without a key or an
+identity, gets step 1 only, and the checks say that its signatures were not checked.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from omi_build.sign.keys import PublicKey
 from omi_build.store import sha256_file
 
 REQUIREMENTS = ("sbom", "provenance", "model")
+_SIGNER_HINT = "pass --key, or --certificate-identity and --certificate-oidc-issuer"
 _REQUIRED_PREDICATES = {
     "sbom": (SPDX_PREDICATE, CYCLONEDX_PREDICATE),
     "provenance": (provenance.SLSA_PROVENANCE,),
@@ -50,6 +54,7 @@ class Trust:
     identity: keyless.Identity | None = None
     trusted_root: Path | None = None
     require: frozenset[str] = field(default_factory=frozenset)
+    signatures_optional: bool = False  # security.signing.required: false, and no signer named
 
     def describe(self) -> str:
         if self.key is not None:
@@ -61,9 +66,7 @@ class Trust:
             return dsse.open_key_bundle(data, self.key, what=what)
         if self.identity is None:
             msg = "no key and no identity to verify against"
-            raise VerificationError(
-                msg, hint="pass --key, or --certificate-identity and --certificate-oidc-issuer"
-            )
+            raise VerificationError(msg, hint=_SIGNER_HINT)
         return keyless.open_bundle(data, self.identity, trusted_root=self.trusted_root, what=what)
 
 
@@ -311,6 +314,13 @@ def verify(layout: Layout, trust: Trust, *, tag: str | None = None) -> list[Chec
     if unknown:
         msg = f"cannot require {', '.join(sorted(unknown))}"
         raise VerificationError(msg, hint=f"--require takes {', '.join(REQUIREMENTS)}")
+    unchecked = trust.key is None and trust.identity is None
+    if unchecked and not trust.signatures_optional:
+        msg = "no key and no identity to verify against"
+        raise VerificationError(msg, hint=_SIGNER_HINT)
+    if unchecked and trust.require:
+        msg = f"--require {','.join(sorted(trust.require))} needs a key or an identity to trust"
+        raise VerificationError(msg, hint=_SIGNER_HINT)
     run = _Run(layout, trust)
     holder: dict[str, object] = {}
 
@@ -322,6 +332,9 @@ def verify(layout: Layout, trust: Trust, *, tag: str | None = None) -> list[Chec
     index: Descriptor = holder["index"]  # type: ignore[assignment]
     images: list[Image] = holder["images"]  # type: ignore[assignment]
     run.guarded(lambda: _check_blobs(run, index, images))
+    if unchecked:
+        run.ok(index.digest, "index", "signature", "not checked: security.signing.required is false")
+        return run.checks
     subjects = [(index.digest, "index", True)] + [(i.digest, _platform(i), False) for i in images]
     for subject, platform, is_index in subjects:
 

@@ -98,3 +98,24 @@ def test_keygen_writes_a_private_key_only_its_owner_reads_and_never_overwrites(t
     assert keys.decrypt(private.read_bytes(), b"pw").public.pem() == public.read_bytes()
     with pytest.raises(SigningKeyError, match="never overwrites"):
         api.keygen(tmp_path / "cosign", b"pw")
+
+
+def test_keygen_into_a_missing_folder_says_so(tmp_path: Path) -> None:
+    with pytest.raises(SigningKeyError, match="no folder"):
+        api.keygen(tmp_path / "absent" / "cosign", b"pw")
+    assert not (tmp_path / "absent").exists()
+
+
+def test_the_private_key_is_never_readable_by_others_even_while_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    modes: list[int] = []
+    real_replace = Path.replace
+
+    def spy(self: Path, target: Path) -> Path:  # the temporary file, just before its rename
+        modes.append(self.stat().st_mode & 0o777)
+        return real_replace(self, target)
+
+    monkeypatch.setattr(Path, "replace", spy)
+    api.keygen(tmp_path / "cosign", b"pw")
+    assert modes[0] == 0o600

@@ -99,6 +99,23 @@ def test_an_unsigned_image_fails(tmp_path: Path) -> None:
     assert [getattr(c, "what", "") for c in failure.value.verified] == ["digests"]  # what held before
 
 
+def test_signatures_optional_still_checks_every_digest_and_says_what_it_skipped(tmp_path: Path) -> None:
+    path, _, _ = described_layout(tmp_path)
+    layout = Layout.open(path)
+    checks = verify(layout, Trust(signatures_optional=True))
+    assert [(c.what, c.detail) for c in checks][1] == (
+        "signature",
+        "not checked: security.signing.required is false",
+    )
+    _flip(layout.blob_path(layout.image("arm64").layers[0].digest), at=60)
+    with pytest.raises(VerificationError, match="damaged"):
+        verify(Layout.open(path), Trust(signatures_optional=True))
+    with pytest.raises(VerificationError, match="needs a key or an identity"):
+        verify(Layout.open(path), Trust(signatures_optional=True, require=ALL))
+    with pytest.raises(VerificationError, match="no key and no identity"):
+        verify(Layout.open(path), Trust())
+
+
 @pytest.mark.parametrize("what", ["layer", "manifest", "config", "signature", "sbom", "provenance", "index"])
 def test_flipping_one_byte_fails_and_names_what(tmp_path: Path, key: keys.PrivateKey, what: str) -> None:
     layout, digest, _ = _signed(tmp_path, key)
