@@ -8,15 +8,16 @@ import io
 import json
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
+from sigstore.models import Bundle
 
 from omi_build import cli, provenance
 from omi_build.errors import VerificationError
 from omi_build.image import write_layout
 from omi_build.image.layout import Layout
-from omi_build.sign import KeySigner, dsse, keys, sign
+from omi_build.sign import KeySigner, dsse, keyless, keys, sign
 from omi_build.store import Store
 from omi_build.verify import Trust, verify
 
@@ -256,3 +257,59 @@ def test_the_cli_keygen_sign_verify_round(tmp_path: Path, monkeypatch: pytest.Mo
     assert "OK  index" in out  # what verified before the failure
     code, out, _ = _cli("verify", str(path), "--key", f"{prefix}.pub", "--format", "json")
     assert json.loads(out)["reference"] == "verification-failed"
+
+
+class _Recorded:
+    """sigstore's signing context, replaying a real keyless bundle (cosign's, from the vectors)
+    for every statement: what a Fulcio certificate and a Rekor entry would give, offline."""
+
+    def __init__(self, bundle: Any) -> None:
+        self.bundle = bundle
+        self.statements: list[Any] = []
+
+    def signer(self, token: object) -> Any:
+        del token
+        outer = self
+
+        class _Signer:
+            def __enter__(self) -> Self:
+                return self
+
+            def __exit__(self, *exc: object) -> None:
+                return None
+
+            def sign_dsse(self, statement: Any) -> Any:
+                outer.statements.append(statement)
+                return outer.bundle
+
+        return _Signer()
+
+
+def test_a_keyless_bundle_is_attached_as_sigstore_wrote_it_and_verified_for_its_subject(
+    tmp_path: Path,
+) -> None:
+    vectors = Path(__file__).parents[1] / "vectors" / "cosign-new-bundle"
+    recorded = Bundle.from_json((vectors / "oci-attestation.sigstore.json").read_bytes())
+    signer = object.__new__(keyless.Signer)
+    recording = _Recorded(recorded)
+    signer._context = recording  # type: ignore[assignment]  # replaces the network
+    signer._token = None  # type: ignore[assignment]
+    path, digest, _ = described_layout(tmp_path)
+    sign(Layout.open(path), signer, reference="tiny:1.0.0")
+    layout = Layout.open(path)
+    attached = _blob_of(layout, dsse.BUNDLE_TYPE, digest, dsse.COSIGN_SIGN).read_bytes()
+    assert Bundle.from_json(attached).to_json() == recorded.to_json()  # sigstore reads it back
+    # The statements handed to sigstore are ours: the index's and each image's digest.
+    handed = recording.statements
+    subjects = {"sha256:" + json.loads(s._contents)["subject"][0]["digest"]["sha256"] for s in handed}
+    assert subjects >= {digest, *(i.digest for i in layout.images())}
+    # The recorded bundle verifies for its signer against its trusted root, but it signs another
+    # image, so verify refuses it by subject; with another identity it fails before that.
+    who = keyless.Identity(identity="cody@soyland.com", issuer="https://github.com/login/oauth")
+    trust = Trust(identity=who, trusted_root=vectors / "trusted_root_pgi.json")
+    with pytest.raises(VerificationError, match=r"names .*, not sha256:"):
+        verify(layout, trust)
+    stranger = keyless.Identity(identity="someone@example.com", issuer="https://github.com/login/oauth")
+    with pytest.raises(VerificationError) as failure:
+        verify(layout, Trust(identity=stranger, trusted_root=vectors / "trusted_root_pgi.json"))
+    assert "names" not in str(failure.value)
