@@ -29,6 +29,12 @@ def signed_files(
     """The files a model signature covers (relative path -> sha256 hex), once the signature
     verifies and its subject digest agrees with the file list."""
     raw = dsse.load_bundle(signature, what=what)
+    material = raw.get("verificationMaterial")
+    if isinstance(material, dict) and "x509CertificateChain" in material:
+        msg = f"{what} is signed with a private certificate chain (model_signing sign certificate)"
+        raise VerificationError(
+            msg, hint="omi-build checks key and sigstore keyless model signatures; have it signed so"
+        )
     if key is not None:
         envelope = raw.get("dsseEnvelope")
         if not isinstance(envelope, dict):

@@ -255,3 +255,9 @@ def test_dsse_pae_is_the_specified_encoding() -> None:
     assert dsse.pae("http://example.com/HelloWorld", b"hello world") == (
         b"DSSEv1 29 http://example.com/HelloWorld 11 hello world"
     )
+
+
+def test_a_model_signature_by_a_private_certificate_chain_is_refused_clearly() -> None:
+    data = (VECTORS / "model-signing" / "v1.1.0-certificate" / "model.sig").read_bytes()
+    with pytest.raises(VerificationError, match="private certificate chain"):
+        models.signed_files(data, identity=_IBM)
