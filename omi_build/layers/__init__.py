@@ -44,7 +44,7 @@ from ._unpack import (
 )
 
 # Bump when the same inputs would now give different layer bytes.
-LAYER_FORMAT = 4
+LAYER_FORMAT = 5
 RUNTIME_PACKAGE = "omi_runtime"
 MODEL_DIR = "opt/omi/model"
 RUNTIME_LAYER = "server runtime"  # the layer the SBOM records as omi-build-runtime
@@ -54,9 +54,54 @@ _SHELLS = ("usr/bin/sh", "usr/bin/bash", "usr/bin/dash", "usr/bin/busybox", "usr
 _RUNTIME_SOURCE = Path(__file__).resolve().parent.parent / "runtime"
 
 __all__ = [
-    "Archive", "Blob", "Component", "Entry", "Layer", "LayerBuilder", "Unpacked", "built_blobs",
+    "PROGRAMS", "Archive", "Blob", "Component", "Entry", "Facts", "Layer", "LayerBuilder", "Unpacked",
+    "built_blobs",
     "wheel_entries",
 ]  # fmt: skip
+
+
+# What the security policy refuses to find in an image: shells (never in the base) and
+# package managers, by the paths they install.
+PROGRAMS = (
+    *_SHELLS,
+    "usr/bin/dpkg", "usr/bin/apt", "usr/bin/apt-get", "usr/bin/rpm", "usr/bin/yum", "usr/bin/dnf",
+    "usr/bin/apk", "usr/bin/pip", "usr/bin/pip3", "usr/bin/conda", "usr/bin/uv",
+    f"{SITE_PACKAGES}/pip/__init__.py", f"{SITE_PACKAGES}/conda/__init__.py",
+)  # fmt: skip
+_PROGRAMS = frozenset(PROGRAMS)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Facts:
+    """What the security policy asks of a layer, found while it was built and kept with it,
+    so a cached layer is checked without reading it again."""
+
+    entries: int = 0
+    setid: tuple[str, ...] = ()  # files that asked for setuid or setgid (the tar drops the bits)
+    programs: tuple[str, ...] = ()  # shells and package managers (PROGRAMS)
+
+    @classmethod
+    def of(cls, entries: Iterable[Entry]) -> Self:
+        count, setid, programs = 0, [], []
+        for entry in entries:
+            count += 1
+            path = entry.path.strip("/")
+            if entry.kind == "file" and entry.mode & 0o6000:
+                setid.append(path)
+            if path in _PROGRAMS:
+                programs.append(path)
+        return cls(entries=count, setid=tuple(sorted(setid)), programs=tuple(sorted(programs)))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"entries": self.entries, "setid": list(self.setid), "programs": list(self.programs)}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Self:
+        setid, programs = raw["setid"], raw["programs"]
+        if not (isinstance(setid, list) and isinstance(programs, list) and isinstance(raw["entries"], int)):
+            msg = "a damaged layer record"
+            raise TypeError(msg)
+        return cls(entries=raw["entries"], setid=tuple(map(str, setid)), programs=tuple(map(str, programs)))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -64,18 +109,28 @@ class Layer:
     name: str
     blob: Blob
     inventory: tuple[Component, ...] = ()  # the packages it holds (none for runtime and model)
+    facts: Facts = dataclasses.field(default_factory=Facts)
 
 
-def _record(blob: Blob, inventory: tuple[Component, ...]) -> str:
-    """A built layer's cache record: its blob, and what it holds."""
+def _record(blob: Blob, inventory: tuple[Component, ...], facts: Facts) -> str:
+    """A built layer's cache record: its blob, what it holds, what the policy checks."""
     return json.dumps(
-        {"blob": dataclasses.asdict(blob), "inventory": [c.to_json() for c in inventory]}, sort_keys=True
+        {
+            "blob": dataclasses.asdict(blob),
+            "inventory": [c.to_json() for c in inventory],
+            "facts": facts.to_json(),
+        },
+        sort_keys=True,
     )
 
 
-def _read_record(path: Path) -> tuple[Blob, tuple[Component, ...]]:
+def _read_record(path: Path) -> tuple[Blob, tuple[Component, ...], Facts]:
     raw = json.loads(path.read_text(encoding="utf-8"))
-    return Blob(**raw["blob"]), tuple(Component.from_json(c) for c in raw["inventory"])
+    return (
+        Blob(**raw["blob"]),
+        tuple(Component.from_json(c) for c in raw["inventory"]),
+        Facts.from_json(raw["facts"]),
+    )
 
 
 def built_blobs(store: Store) -> set[str]:
@@ -83,7 +138,9 @@ def built_blobs(store: Store) -> set[str]:
     digests = set()
     for record in store.folder("layers").glob("[!.]*.json"):
         try:
-            digests.add(_read_record(record)[0].digest.removeprefix("sha256:"))
+            # Only the blob: a record of an older format still names a layer this cache built.
+            blob = Blob(**json.loads(record.read_text(encoding="utf-8"))["blob"])
+            digests.add(blob.digest.removeprefix("sha256:"))
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return digests
@@ -217,7 +274,7 @@ class LayerBuilder:
         if not record.is_file():
             return None
         try:
-            blob, inventory = _read_record(record)
+            blob, inventory, facts = _read_record(record)
         except (OSError, ValueError, TypeError, KeyError):
             return None  # a damaged record (or one of an older format): the layer is built again
         if not self.store.has(blob.digest):
@@ -228,7 +285,7 @@ class LayerBuilder:
             self.store.verified(blob.digest, what=f"layer {key}")
         except FetchError:
             return None
-        return Layer(name="", blob=blob, inventory=inventory)
+        return Layer(name="", blob=blob, inventory=inventory, facts=facts)
 
     def layer(
         self,
@@ -246,13 +303,15 @@ class LayerBuilder:
             if (found := self._built(key)) is not None:
                 return dataclasses.replace(found, name=name)
             self.progress.step(f"layer {name}")
+            entries = build()
+            facts = Facts.of(entries)
             blob = write(
-                build(), self.store, compression=self.compression, epoch=self.epoch, pool=self._compressing
+                entries, self.store, compression=self.compression, epoch=self.epoch, pool=self._compressing
             )
             inventory = tuple(describe())
             self.records.mkdir(parents=True, exist_ok=True)
-            atomic.write_text(self.records / f"{key}.json", _record(blob, inventory))
-        return Layer(name=name, blob=blob, inventory=inventory)
+            atomic.write_text(self.records / f"{key}.json", _record(blob, inventory, facts))
+        return Layer(name=name, blob=blob, inventory=inventory, facts=facts)
 
     def _debian_plan(self, debs: list[DebPackage], uid: int) -> tuple[Any, list[Archive]]:
         archives = [Archive.of_deb(p) for p in sorted(debs, key=lambda p: p.name)]

@@ -217,6 +217,18 @@ def _pax_record(keyword: str, value: str) -> bytes:
     return str(length).encode() + body
 
 
+WORLD_WRITABLE_DIR = "tmp"  # the one path anyone may write (sticky, 1777)
+
+
+def directory_mode(entry: Entry) -> int:
+    """A folder's mode in the image: owner's bits kept, no setuid or setgid, no group or world
+    write, except /tmp (1777). Debian ships /var/tmp and /var/lock 1777 and /var/local 2775;
+    with a read-only root they serve no one, and a writable folder is a place to plant files."""
+    if entry.path.strip("/") == WORLD_WRITABLE_DIR:
+        return 0o1777
+    return entry.mode & 0o755
+
+
 def header(entry: Entry, epoch: int) -> bytes:
     """The tar header of one entry, PAX where ustar's fields are too small.
 
@@ -226,7 +238,7 @@ def header(entry: Entry, epoch: int) -> bytes:
     name = entry.path.strip("/") + ("/" if entry.kind == "dir" else "")
     size = entry.size
     if entry.kind == "dir":
-        mode = entry.mode & 0o7777
+        mode = directory_mode(entry)
     elif entry.kind == "symlink":
         mode = 0o777
     else:

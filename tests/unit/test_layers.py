@@ -36,6 +36,8 @@ def test_layer_bytes_do_not_depend_on_entry_order(tmp_path: Path) -> None:
         Entry(path="etc/conf", data=b"a=1\n"),
         Entry(path="bin", kind="symlink", target="usr/bin"),
         Entry(path="tmp", kind="dir", mode=0o1777),
+        Entry(path="var/tmp", kind="dir", mode=0o1777),
+        Entry(path="var/local", kind="dir", mode=0o2775),
     ]
     first = write(entries, store, compression="gzip", epoch=1_700_000_000)
     second = write(list(reversed(entries)), store, compression="gzip", epoch=1_700_000_000)
@@ -48,6 +50,7 @@ def test_layer_bytes_do_not_depend_on_entry_order(tmp_path: Path) -> None:
     assert {"usr", "usr/bin", "etc"} <= set(members)  # parents are listed
     assert members["usr/bin/tool"].mode == 0o755  # setuid dropped
     assert members["tmp"].mode == 0o1777
+    assert members["var/tmp"].mode == members["var/local"].mode == 0o755  # only /tmp is writable
     assert {m.mtime for m in members.values()} == {1_700_000_000}
     assert {(m.uid, m.gid, m.uname, m.gname) for m in members.values()} == {(0, 0, "", "")}
 
@@ -60,7 +63,8 @@ def _tarfile_bytes(entries: list[Entry], epoch: int) -> bytes:
             info = tarfile.TarInfo(entry.path)
             info.mtime, info.uid, info.gid = epoch, entry.uid, entry.gid
             if entry.kind == "dir":
-                info.type, info.mode = tarfile.DIRTYPE, entry.mode
+                # Folders: no setuid/setgid, no group or world write; only /tmp is 1777.
+                info.type, info.mode = tarfile.DIRTYPE, 0o1777 if entry.path == "tmp" else entry.mode & 0o755
             elif entry.kind == "symlink":
                 info.type, info.linkname, info.mode = tarfile.SYMTYPE, entry.target, 0o777
             else:
