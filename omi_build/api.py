@@ -120,6 +120,29 @@ def build(
         return pipeline.run(cache, selections, options, progress or Silent())
 
 
+def policy(
+    arguments: Iterable[str],
+    *,
+    target: str | None = None,
+    platform: str | None = None,
+    locked: bool = False,
+    cwd: Path | None = None,
+    progress: Progress | None = None,
+) -> list[BuiltTarget]:
+    """Check the security policy of the selection's targets, rule by rule: the layers are built
+    into the cache (what the rules read), the output is not written. Each target's `policy`
+    holds every rule's result, passed or not."""
+    from omi_build import build as pipeline  # noqa: PLC0415
+    from omi_build import settings, store  # noqa: PLC0415
+
+    cache = store.Store(settings.cache_dir())
+    options = pipeline.Options(target=target, platform=platform, locked=locked, policy_only=True)
+    with cache.in_use():
+        cache.sweep()
+        selections = workspace.resolve(list(arguments), cwd, cache=cache.folder("manifests"))
+        return pipeline.run(cache, selections, options, progress or Silent())
+
+
 def _layout_for(argument: str, cwd: Path | None, progress: Progress | None) -> Path:
     """An OCI layout directory as given, or the one built for a label or package path."""
     candidate = Path(argument) if Path(argument).is_absolute() else (cwd or Path.cwd()) / argument

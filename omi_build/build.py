@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from omi_build import describe, image, layers, serving_config, settings, workspace
+from omi_build import describe, image, layers, policy, serving_config, settings, workspace
 from omi_build import lock as locking
 from omi_build.download import Downloads
 from omi_build.errors import BuildError, LockError, ModelSignatureError, OmiError
@@ -34,6 +34,7 @@ class Options:
     output: Path | None = None
     locked: bool = False
     docker_archive: Path | None = None
+    policy_only: bool = False  # check the security policy (layers built into the cache), write no output
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -59,6 +60,7 @@ class BuiltTarget:
     layout: Path
     index: str
     images: tuple[BuiltImage, ...]
+    policy: tuple[policy.Result, ...] = ()  # every rule, as checked before the layout was written
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -179,6 +181,9 @@ def _target(  # noqa: PLR0917 - the pipeline's one call, argument per stage inpu
     )
     if manifest.model.signature is not None:
         _check_model_signature(manifest, digests)
+    rules = policy.check_model(manifest, digests, [(p, current.platform(target, p)) for p in platforms])
+    if not options.policy_only:
+        policy.enforce(rules)  # before any layer is built
     config = serving_config.render(serving_config.of(manifest, digests, model_dir="/" + layers.MODEL_DIR))
     python_version = manifest.python.version
     host = host_platform() or ""
@@ -213,9 +218,16 @@ def _target(  # noqa: PLR0917 - the pipeline's one call, argument per stage inpu
                 downloads.cancel()
                 raise
         downloads.finish()  # a file no layer needed (its layer was cached) may still fail
+    for built in images:
+        rules += policy.check_image(manifest, built.platform, built.layers)
+    label = selection.package.label(target)
+    if options.policy_only:
+        return BuiltTarget(
+            label=label, target=target, layout=directory, index="", images=(), policy=tuple(rules)
+        )
+    policy.enforce(rules)  # nothing is written to the output unless every rule holds
     labels = image.oci_annotations(manifest, epoch)
     index_digest = image.write_layout(directory, store, images, labels=labels, tag=manifest.metadata.version)
-    label = selection.package.label(target)
     describe.attach(
         Layout.open(directory), images, manifest=manifest, lock=current, target=target, label=label,
         digests=digests, epoch=epoch,
@@ -243,6 +255,7 @@ def _target(  # noqa: PLR0917 - the pipeline's one call, argument per stage inpu
             )
             for built in images
         ),
+        policy=tuple(rules),
     )
 
 

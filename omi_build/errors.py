@@ -136,3 +136,14 @@ class ModelSignatureError(BuildError):
     """The model files' signature (model.signature in the manifest) does not verify."""
 
     reference: ClassVar[str] = "model-signature-invalid"
+
+
+class PolicyError(BuildError):
+    """A rule of the manifest's security policy is broken; nothing was written to the output.
+    `results` holds every rule checked so far, for `omi-build policy` to print."""
+
+    reference: ClassVar[str] = "policy-violation"
+
+    def __init__(self, message: str, *, hint: str | None = None, results: tuple[object, ...] = ()) -> None:
+        super().__init__(message, hint=hint)
+        self.results = results

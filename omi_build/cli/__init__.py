@@ -52,7 +52,7 @@ environment:
 """
 
 _READS_ENVIRONMENT = frozenset(
-    {"lock", "build", "run", "test", "cache", "keygen", "sign"}
+    {"lock", "build", "policy", "run", "test", "cache", "keygen", "sign"}
 )  # their --help lists ENVIRONMENT
 
 LABEL_HELP = "a directory, an omi.yaml, or a label: //pkg:target, //pkg, //pkg/..., //..., :target"
@@ -101,6 +101,41 @@ def _cmd_init(args: argparse.Namespace, io: _Streams) -> int:
             io.out.write(f"wrote {path}\n")
         io.out.write(f"next: omi-build validate {args.directory}\n")
     return 0
+
+
+def _cmd_policy(args: argparse.Namespace, io: _Streams) -> int:
+    checked = api.policy(
+        args.targets,
+        target=args.target,
+        platform=args.platform,
+        locked=args.locked,
+        progress=_progress(args, io),
+    )
+    broken = [r for target in checked for r in target.policy if not r.ok]
+    if args.format == "json":
+        rows = [
+            {
+                "label": target.label, "rule": r.rule, "platform": r.platform, "ok": r.ok,
+                "checked": r.checked, "found": r.found, "offending": list(r.offending),
+                **({"hint": r.hint} if not r.ok else {}),
+            }
+            for target in checked
+            for r in target.policy
+        ]  # fmt: skip
+        io.out.write(json.dumps({"ok": not broken, "rules": rows}, indent=2) + "\n")
+    else:
+        for target in checked:
+            io.out.write(f"{target.label}\n")
+            for r in target.policy:
+                where = f" {r.platform}" if r.platform else ""
+                io.out.write(f"  {'OK  ' if r.ok else 'FAIL'} {r.rule}{where}: {r.checked}: {r.found}\n")
+                for item in r.offending:
+                    io.out.write(f"         - {item}\n")
+                if not r.ok:
+                    io.out.write(f"         to allow: {r.hint}\n")
+        rules = sum(len(t.policy) for t in checked)
+        io.out.write(f"{rules - len(broken)} of {rules} rules hold\n")
+    return 0 if not broken else 1
 
 
 def _cmd_query(args: argparse.Namespace, io: _Streams) -> int:
@@ -580,6 +615,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # Folded into the global --format json; kept, unlisted, for scripts that still pass it.
     build.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    checks = add(
+        "policy",
+        _cmd_policy,
+        "check the manifest's security policy (user, hash pins, secrets among model files, "
+        "licenses, setuid files, shells and package managers, image size) and print every rule, "
+        "what it checked and what it found; exit 1 if one is broken. Builds layers into the "
+        "cache, writes no output (build enforces the same rules)",
+    )
+    checks.add_argument("targets", nargs="*", metavar="PATH|LABEL", help=LABEL_HELP)
+    checks.add_argument("--target", metavar="T", help="only this target")
+    checks.add_argument("--platform", metavar="P", help="only this platform, e.g. linux/amd64")
+    checks.add_argument(
+        "--locked", action="store_true", help="use omi.lock as it is; fail if it is missing or stale"
+    )
     run = add(
         "run",
         _cmd_run,

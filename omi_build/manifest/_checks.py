@@ -286,6 +286,14 @@ def _suggest_license(text: str, known: Iterable[str]) -> str:
     return f"; did you mean '{by_key[matches[0]]}'?" if matches else " (see the SPDX license list)"
 
 
+def _named_elsewhere(license_id: str) -> bool:
+    """A policy name that is not on the SPDX list but is how an SBOM names a license: a
+    LicenseRef (NVIDIA's wheels, Debian's own names) or NOASSERTION (none could be found)."""
+    return license_id == "NOASSERTION" or (
+        license_id.startswith("LicenseRef-") and len(license_id) > len("LicenseRef-")
+    )
+
+
 def _check_licenses(data: dict[str, Any], report: Reporter) -> None:
     license_text = _dict(data.get("metadata")).get("license")
     if isinstance(license_text, str) and license_text.strip():
@@ -308,7 +316,7 @@ def _check_licenses(data: dict[str, Any], report: Reporter) -> None:
     known = _spdx().known_symbols
     for key, ids in lists.items():
         for index, license_id in enumerate(ids):
-            if isinstance(license_id, str) and license_id not in known:
+            if isinstance(license_id, str) and license_id not in known and not _named_elsewhere(license_id):
                 report.add(
                     ("security", "licenses", key, index),
                     f"'{license_id}' is not an SPDX license identifier" + _suggest_license(license_id, known),

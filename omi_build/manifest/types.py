@@ -155,6 +155,7 @@ class Security:
     licenses: Licenses = field(default_factory=Licenses)
     max_image_size: str | None = None
     signing: Signing | None = None
+    allow_secret_files: tuple[str, ...] = ()
 
 
 @dataclass(**_FROZEN)
@@ -269,6 +270,7 @@ def from_data(path: Path, data: dict[str, Any]) -> Manifest:
                 data.get("security", {}),
                 licenses=lambda raw: Licenses(**_given(raw, allow=tuple, deny=tuple)),
                 signing=_signing,
+                allow_secret_files=tuple,
             )
         ),
         build=Build(**_given(data.get("build", {}), base=lambda raw: Base(**raw), labels=_pairs)),

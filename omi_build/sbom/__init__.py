@@ -20,7 +20,14 @@ from omi_build.digests import canonical
 
 from ._licenses import expression, spdx_id
 
-__all__ = ["CYCLONEDX_TYPE", "SPDX_TYPE", "Component", "Contents", "cyclonedx", "spdx"]
+__all__ = ["CYCLONEDX_TYPE", "SPDX_TYPE", "Component", "Contents", "cyclonedx", "license_expression", "spdx"]
+
+
+def license_expression(names: tuple[str, ...]) -> tuple[str, dict[str, str]]:
+    """A package's licences as one SPDX expression, as the SBOM writes it (and the LicenseRefs
+    it declares), for the security policy to judge exactly what the SBOM says."""
+    return expression(names)
+
 
 SPDX_TYPE = "application/spdx+json"
 CYCLONEDX_TYPE = "application/vnd.cyclonedx+json"
