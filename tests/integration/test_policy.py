@@ -1,0 +1,70 @@
+"""The security policy at build time, on the iris example: a model breaking a rule fails the
+build naming the rule and the item and writes nothing to the output; the same model with the
+rule allowed builds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from omi_build import api
+from omi_build.build import BuiltImage
+from omi_build.errors import PolicyError
+
+from .conftest import copy_example
+
+pytestmark = pytest.mark.integration
+
+_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ==\n"
+_CASES = {
+    # rule: (what to change in omi.yaml, the error's pattern, the change that allows it)
+    "secrets": (
+        {"files: [model.py, model.npz]": "files: [model.py, model.npz, id_rsa]"},
+        r"rule secrets: id_rsa \(named like a private key",
+        {"security:\n": "security:\n  allow_secret_files: [id_rsa]\n"},
+    ),
+    "licenses": (
+        {"deny: [AGPL-3.0-only, AGPL-3.0-or-later]": "deny: [0BSD]"},  # a part of numpy's
+        r"rule licenses \(linux/amd64\): the wheel numpy 2\.4\.6 is licensed BSD-3-Clause AND 0BSD",
+        {"deny: [0BSD]": "deny: [AGPL-3.0-only]"},
+    ),
+    "max-image-size": (
+        {"security:\n": "security:\n  max_image_size: 50MB\n"},
+        r"rule max-image-size \(linux/amd64\): 135\.\d MB is over 50MB",
+        {"max_image_size: 50MB": "max_image_size: 200MB"},
+    ),
+}
+
+
+def _edit(example: Path, changes: dict[str, str]) -> None:
+    text = (example / "omi.yaml").read_text()
+    for old, new in changes.items():
+        assert old in text
+        text = text.replace(old, new, 1)
+    (example / "omi.yaml").write_text(text)
+
+
+@pytest.mark.parametrize("rule", sorted(_CASES))
+def test_a_broken_rule_fails_the_build_and_writes_nothing_and_allowing_it_builds(
+    rule: str, iris_build: tuple[Path, list[BuiltImage]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory, images = iris_build
+    monkeypatch.setenv("OMI_BUILD_CACHE", str(directory / "cache"))  # warm: no download
+    example = copy_example(tmp_path)
+    (example / "id_rsa").write_text(_KEY)
+    breaking, message, allowing = _CASES[rule]
+    _edit(example, breaking)
+    out = tmp_path / "out"
+    with pytest.raises(PolicyError, match=message) as failure:
+        api.build([str(example)], output=out, locked=True, platform="linux/amd64")
+    assert failure.value.reference == "policy-violation"
+    assert not out.exists()
+    report = api.policy([str(example)], locked=True, platform="linux/amd64")
+    assert [r.rule for r in report[0].policy if not r.ok] == [rule]
+    _edit(example, allowing)
+    built = api.build([str(example)], output=out, locked=True, platform="linux/amd64")
+    assert built[0].images[0].platform == "linux/amd64"
+    assert all(r.ok for r in built[0].policy)
+    if rule != "secrets":
+        assert built[0].images[0].digest == images[0].digest  # the policy changes no byte
