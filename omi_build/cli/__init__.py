@@ -103,6 +103,16 @@ def _cmd_init(args: argparse.Namespace, io: _Streams) -> int:
     return 0
 
 
+def _selection_arguments(parser: argparse.ArgumentParser) -> None:
+    """What build and policy take alike: the labels, one target or platform, --locked."""
+    parser.add_argument("targets", nargs="*", metavar="PATH|LABEL", help=LABEL_HELP)
+    parser.add_argument("--target", metavar="T", help="only this target")
+    parser.add_argument("--platform", metavar="P", help="only this platform, e.g. linux/amd64")
+    parser.add_argument(
+        "--locked", action="store_true", help="use omi.lock as it is; fail if it is missing or stale"
+    )
+
+
 def _cmd_policy(args: argparse.Namespace, io: _Streams) -> int:
     checked = api.policy(
         args.targets,
@@ -595,18 +605,11 @@ def build_parser() -> argparse.ArgumentParser:
         "build an OCI image layout per target (one image per platform), daemonless and "
         "reproducible; resolves omi.lock first if it is missing or stale",
     )
-    build.add_argument("targets", nargs="*", metavar="PATH|LABEL", help=LABEL_HELP)
-    build.add_argument("--target", metavar="T", help="only this target")
-    build.add_argument("--platform", metavar="P", help="only this platform, e.g. linux/amd64")
+    _selection_arguments(build)
     build.add_argument(
         "--output",
         metavar="DIR",
         help="where the OCI layout goes (default: omi-out/<package>/<target> in the workspace)",
-    )
-    build.add_argument(
-        "--locked",
-        action="store_true",
-        help="use omi.lock as it is; fail if it is missing or stale",
     )
     build.add_argument(
         "--docker-archive",
@@ -623,12 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
         "what it checked and what it found; exit 1 if one is broken. Builds layers into the "
         "cache, writes no output (build enforces the same rules)",
     )
-    checks.add_argument("targets", nargs="*", metavar="PATH|LABEL", help=LABEL_HELP)
-    checks.add_argument("--target", metavar="T", help="only this target")
-    checks.add_argument("--platform", metavar="P", help="only this platform, e.g. linux/amd64")
-    checks.add_argument(
-        "--locked", action="store_true", help="use omi.lock as it is; fail if it is missing or stale"
-    )
+    _selection_arguments(checks)
     run = add(
         "run",
         _cmd_run,

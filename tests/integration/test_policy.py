@@ -4,11 +4,13 @@ rule allowed builds."""
 
 from __future__ import annotations
 
+import io
+import json
 from pathlib import Path
 
 import pytest
 
-from omi_build import api
+from omi_build import api, cli
 from omi_build.build import BuiltImage
 from omi_build.errors import PolicyError
 
@@ -68,3 +70,25 @@ def test_a_broken_rule_fails_the_build_and_writes_nothing_and_allowing_it_builds
     assert all(r.ok for r in built[0].policy)
     if rule != "secrets":
         assert built[0].images[0].digest == images[0].digest  # the policy changes no byte
+
+
+def test_the_policy_command_prints_every_rule_and_exits_1_on_a_broken_one(
+    iris_build: tuple[Path, list[BuiltImage]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory, _ = iris_build
+    monkeypatch.setenv("OMI_BUILD_CACHE", str(directory / "cache"))
+    example = copy_example(tmp_path)
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.main(["--format", "json", "policy", "--locked", str(example)], out, err) == 0
+    rules = json.loads(out.getvalue())["rules"]
+    assert {r["rule"] for r in rules} == {
+        "user", "hash-pinned", "wheels-only", "secrets",
+        "licenses", "no-setuid", "no-shell", "max-image-size",
+    }  # fmt: skip
+    assert {r["platform"] for r in rules if r["rule"] == "licenses"} == {"linux/amd64", "linux/arm64"}
+    _edit(example, {"security:\n": "security:\n  max_image_size: 1MB\n"})
+    out = io.StringIO()
+    assert cli.main(["policy", "--locked", str(example)], out, err) == 1
+    assert "FAIL max-image-size linux/arm64" in out.getvalue()
+    assert "to allow: raise security.max_image_size" in out.getvalue()
+    assert not (example / "omi-out").exists()  # policy writes no output
