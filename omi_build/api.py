@@ -160,24 +160,27 @@ def run(
     argument: str,
     *,
     port: int | None = None,
+    platform: str | None = None,
     cwd: Path | None = None,
     progress: Progress | None = None,
     output: Any = None,
 ) -> Running:
     """Start the image of a layout or label on 127.0.0.1 (building it first if needed),
-    on `port` or else the port the manifest set (serving.port)."""
+    on `port` or else the port the manifest set (serving.port); `platform`'s image (default:
+    this machine's), under qemu-user when it is another's."""
     from omi_build import engine  # noqa: PLC0415
 
     layout = _layout_for(argument, cwd, progress)
     if port is None:
         port = int(engine.serving_config(layout)["serving"]["port"])
-    return engine.start(layout, port=port, output=output)
+    return engine.start(layout, port=port, output=output, platform=platform)
 
 
 def run_examples(
     argument: str,
     *,
     port: int,
+    platform: str | None = None,
     cwd: Path | None = None,
     progress: Progress | None = None,
     log: Any = None,
@@ -190,7 +193,7 @@ def run_examples(
     if not config["model"].get("examples"):
         msg = "the model declares no examples to test"
         raise BuildError(msg, hint="add model.examples to omi.yaml")
-    with engine.start(layout, port=port, output=log) as server:
+    with engine.start(layout, port=port, output=log, platform=platform) as server:
         engine.wait_serving(server)
         return examples.run(port, config)
 

@@ -282,7 +282,7 @@ def _cmd_run(args: argparse.Namespace, io: _Streams) -> int:
     # stop it as Ctrl-C does: drain, then remove the container and its bundle.
     previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        server = api.run(args.image, port=args.port, progress=_progress(args, io))
+        server = api.run(args.image, port=args.port, platform=args.platform, progress=_progress(args, io))
         try:
             seconds = wait_serving(server)
             io.err.write(
@@ -314,7 +314,11 @@ def _cmd_test(args: argparse.Namespace, io: _Streams) -> int:
     with tempfile.TemporaryFile() as log:
         try:
             outcomes = api.run_examples(
-                args.image, port=args.port or _free_port(), progress=_progress(args, io), log=log
+                args.image,
+                port=args.port or _free_port(),
+                platform=args.platform,
+                progress=_progress(args, io),
+                log=log,
             )
         except OmiError:
             log.seek(0)
@@ -442,6 +446,15 @@ Command = Callable[[argparse.Namespace, _Streams], int]
 def _image_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "image", metavar="LABEL|LAYOUT", help="a label or package path (built first) or an OCI layout"
+    )
+
+
+def _emulated_platform(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--platform",
+        metavar="P",
+        help="the image to run (default: this machine's); another platform's runs under "
+        "qemu-user-static with runc, e.g. linux/arm64 on an amd64 machine",
     )
 
 
@@ -634,6 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
         "wait until it serves, stream its logs; Ctrl-C drains and stops it",
     )
     _image_argument(run)
+    _emulated_platform(run)
     run.add_argument("--port", type=int, help="port on 127.0.0.1 (default: the manifest's serving.port)")
     test = add(
         "test",
@@ -642,6 +656,7 @@ def build_parser() -> argparse.ArgumentParser:
         "outputs (floats within the example's tolerance), print a table; exit 1 on any mismatch",
     )
     _image_argument(test)
+    _emulated_platform(test)
     test.add_argument("--port", type=int, help="port on 127.0.0.1 (default: a free one)")
     cache = add(
         "cache",

@@ -5,6 +5,10 @@ a daemon) the image is unpacked with umoci and run with runc, as root: read-only
 system, a tmpfs /tmp, the image's user with no capabilities, no_new_privs, a seccomp filter
 that refuses what Docker's default profile refuses, and the host's network with the server
 bound to 127.0.0.1 only (OMI_LISTEN_HOST), so only this machine reaches it.
+
+Another platform's image (arm64 on an amd64 host, say) runs with runc under qemu-user: the
+static emulator (Debian's qemu-user-static) is copied into the unpacked bundle, never into the
+image, and runs the entrypoint; no binfmt_misc registration is needed.
 """
 
 from __future__ import annotations
@@ -25,7 +29,11 @@ from typing import IO, Any, Self
 from omi_build.errors import RunError, ToolError
 from omi_build.image import Layout
 from omi_build.layers import CONFIG_PATH
-from omi_build.platforms import host_machine
+from omi_build.platforms import arch_of, host_machine
+
+# Debian's qemu-user-static names its emulators by the machine they emulate.
+_QEMU = {"amd64": "qemu-x86_64-static", "arm64": "qemu-aarch64-static"}
+EMULATOR_PATH = "/.omi-emulator"  # where the bundle (not the image) holds it
 
 
 def _engine() -> str | None:
@@ -75,6 +83,7 @@ class Running:
     runtime: str
     name: str
     cleanup: list[Path] = field(default_factory=list)
+    emulated: bool = False  # under qemu-user: slower to start
 
     def stop(self, timeout: float = 30) -> int:
         """SIGTERM, wait for the drain, clean up; return the server's exit code."""
@@ -122,9 +131,30 @@ def _load_into(engine: str, layout: Path, ref: str, name: str) -> str:
     return image or loaded.stdout.strip().splitlines()[-1]
 
 
-def runc_bundle(layout: Path, ref: str, work: Path, *, port: int, args: list[str] | None = None) -> Path:
+def emulator(arch: str) -> Path | None:
+    """The qemu-user emulator that runs `arch` binaries here, or None when the host runs them."""
+    if arch == host_machine():
+        return None
+    name = _QEMU.get(arch)
+    found = shutil.which(name) if name else None
+    if found is None:
+        msg = f"running a linux/{arch} image on this {host_machine()} machine needs {name or 'an emulator'}"
+        raise ToolError(msg, hint="install Debian's qemu-user-static (make deps does)")
+    return Path(found)
+
+
+def runc_bundle(
+    layout: Path,
+    ref: str,
+    work: Path,
+    *,
+    port: int,
+    args: list[str] | None = None,
+    emulate: Path | None = None,
+) -> Path:
     """An OCI runtime bundle of the image under `work`, locked down (`harden`), running its
-    entrypoint or `args`. The integration tests run images through this too."""
+    entrypoint or `args`, through the qemu-user emulator `emulate` when given. The integration
+    tests run images through this too."""
     bundle = work / "bundle"
     subprocess.run(
         [_require("umoci", "umoci"), "unpack", "--image", f"{layout}:{ref}", str(bundle)],
@@ -135,6 +165,11 @@ def runc_bundle(layout: Path, ref: str, work: Path, *, port: int, args: list[str
     config = harden(json.loads(config_path.read_text(encoding="utf-8")), port=port)
     if args is not None:
         config["process"]["args"] = args
+    if emulate is not None:
+        target = bundle / "rootfs" / EMULATOR_PATH.lstrip("/")
+        shutil.copyfile(emulate, target)
+        target.chmod(0o755)
+        config["process"]["args"] = [EMULATOR_PATH, *config["process"]["args"]]
     config_path.write_text(json.dumps(config), encoding="utf-8")
     return bundle
 
@@ -196,10 +231,15 @@ def harden(config: dict[str, Any], *, port: int) -> dict[str, Any]:
     return config
 
 
-def start(layout: Path, *, port: int, output: IO[bytes] | int | None = None) -> Running:
-    """Start the host platform's image from an OCI layout, serving on 127.0.0.1:port."""
-    ref = _resolve_ref(layout, host_machine())
-    engine = _engine()
+def start(
+    layout: Path, *, port: int, output: IO[bytes] | int | None = None, platform: str | None = None
+) -> Running:
+    """Start the image for `platform` (default: the host's) from an OCI layout, serving on
+    127.0.0.1:port; another platform's image runs under qemu-user with runc."""
+    arch = arch_of(platform) if platform else host_machine()
+    ref = _resolve_ref(layout, arch)
+    emulate = emulator(arch)
+    engine = _engine() if emulate is None else None
     name = f"omi-{uuid.uuid4().hex[:12]}"
     if engine is not None:
         image = _load_into(engine, layout, ref, name)
@@ -209,13 +249,14 @@ def start(layout: Path, *, port: int, output: IO[bytes] | int | None = None) -> 
                    image]  # fmt: skip
         process = subprocess.Popen(command, stdout=output, stderr=output, stdin=subprocess.DEVNULL)
         return Running(port=port, process=process, runtime=engine, name=name)
+    runtime = "runc" if emulate is None else f"runc + {emulate.name}"
     _require("runc", "runc")
     if os.geteuid() != 0:
         msg = "without docker or podman, omi-build runs images with runc, which needs root here"
         raise RunError(msg, hint="run as root, or install a working podman")
     work = Path(tempfile.mkdtemp(prefix="omi-run-"))
     try:
-        bundle = runc_bundle(layout, ref, work, port=port)
+        bundle = runc_bundle(layout, ref, work, port=port, emulate=emulate)
         process = subprocess.Popen(
             ["runc", "run", name], cwd=bundle, stdout=output, stderr=output, stdin=subprocess.DEVNULL
         )
@@ -227,12 +268,15 @@ def start(layout: Path, *, port: int, output: IO[bytes] | int | None = None) -> 
         shutil.rmtree(work, ignore_errors=True)
         raise
     return Running(
-        port=port, process=process, runtime="runc", name=name, cleanup=[work]
+        port=port, process=process, runtime=runtime, name=name, cleanup=[work], emulated=emulate is not None
     )  # the bundle lies inside work
 
 
-def wait_serving(running: Running, timeout: float = 60) -> float:
-    """Seconds until grpc health says SERVING; RunError if the server exits or takes too long."""
+def wait_serving(running: Running, timeout: float | None = None) -> float:
+    """Seconds until grpc health says SERVING; RunError if the server exits or takes too long
+    (default: 60 s, 300 s under an emulator)."""
+    if timeout is None:
+        timeout = 300 if running.emulated else 60
     import grpc  # noqa: PLC0415 - only running an image needs a gRPC client
 
     from omi_build.runtime.protocol import health_pb2, health_pb2_grpc  # noqa: PLC0415

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 from typing import Any
 
+import pytest
+
+from omi_build import engine
 from omi_build.engine import REFUSED_SYSCALLS, harden
+from omi_build.errors import ToolError
+from omi_build.platforms import host_machine
 
 
 def test_runc_config_is_locked_down() -> None:
@@ -29,3 +35,18 @@ def test_runc_config_is_locked_down() -> None:
     assert seccomp["syscalls"][0]["action"] == "SCMP_ACT_ERRNO"
     assert {"ptrace", "mount", "unshare", "setns", "bpf", "keyctl"} <= set(REFUSED_SYSCALLS)
     assert config["mounts"][0]["destination"] == "/tmp"  # noqa: S108 - the container's own
+
+
+def test_the_hosts_own_platform_needs_no_emulator_and_another_names_the_package(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert engine.emulator(host_machine()) is None
+    other = "arm64" if host_machine() != "arm64" else "amd64"
+    monkeypatch.setattr(shutil, "which", lambda _name: None)
+    with pytest.raises(ToolError, match=r"needs qemu-(aarch64|x86_64)-static") as failure:
+        engine.emulator(other)
+    assert "qemu-user-static" in (failure.value.hint or "")
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
+    found = engine.emulator(other)
+    assert found is not None
+    assert found.name.startswith("qemu-")
