@@ -124,6 +124,7 @@ class _Target:
             python=manifest.python.version,
             epoch=self.epoch,
             entry_args=["serve", "/" + layers.CONFIG_PATH],
+            target=self.name,
         )
 
 
@@ -184,7 +185,9 @@ def _target(  # noqa: PLR0917 - the pipeline's one call, argument per stage inpu
     rules = policy.check_model(manifest, digests, [(p, current.platform(target, p)) for p in platforms])
     if not options.policy_only:
         policy.enforce(rules)  # before any layer is built
-    config = serving_config.render(serving_config.of(manifest, digests, model_dir="/" + layers.MODEL_DIR))
+    config = serving_config.render(
+        serving_config.of(manifest, digests, model_dir="/" + layers.MODEL_DIR, target=target)
+    )
     python_version = manifest.python.version
     host = host_platform() or ""
     interpreter = layers.interpreter_packages(
@@ -226,7 +229,7 @@ def _target(  # noqa: PLR0917 - the pipeline's one call, argument per stage inpu
             label=label, target=target, layout=directory, index="", images=(), policy=tuple(rules)
         )
     policy.enforce(rules)  # nothing is written to the output unless every rule holds
-    labels = image.oci_annotations(manifest, epoch)
+    labels = image.oci_annotations(manifest, epoch, target=target)
     index_digest = image.write_layout(directory, store, images, labels=labels, tag=manifest.metadata.version)
     describe.attach(
         Layout.open(directory), images, manifest=manifest, lock=current, target=target, label=label,

@@ -26,9 +26,11 @@ def _tensor(tensor: Tensor) -> dict[str, Any]:
     }
 
 
-def of(manifest: Manifest, file_digests: dict[str, str], *, model_dir: str) -> dict[str, Any]:
+def of(
+    manifest: Manifest, file_digests: dict[str, str], *, model_dir: str, target: str | None = None
+) -> dict[str, Any]:
     serving = manifest.serving
-    return {
+    config: dict[str, Any] = {
         "apiVersion": CONFIG_VERSION,
         "model": {
             "name": manifest.metadata.name,
@@ -57,6 +59,11 @@ def of(manifest: Manifest, file_digests: dict[str, str], *, model_dir: str) -> d
             "concurrency": asdict(serving.concurrency),
         },
     }
+    if target is not None:
+        # what the runtime probes for at start-up (a CUDA image looks for a GPU)
+        spec = manifest.target(target)
+        config["device"] = {"accelerator": spec.accelerator, "cuda": spec.cuda}
+    return config
 
 
 def render(config: dict[str, Any]) -> bytes:

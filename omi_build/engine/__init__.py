@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Self
 
+from omi_build import policy
 from omi_build.errors import RunError, ToolError
 from omi_build.image import Layout
 from omi_build.layers import CONFIG_PATH
@@ -188,47 +189,73 @@ REFUSED_SYSCALLS = (
     "vm86", "vm86old",
 )  # fmt: skip
 _EPERM = 1
+# runc has no default profile of its own: this is RuntimeDefault's spelling here.
+RUNTIME_DEFAULT_SECCOMP = {
+    "defaultAction": "SCMP_ACT_ALLOW",
+    "architectures": [
+        "SCMP_ARCH_X86_64",
+        "SCMP_ARCH_X86",
+        "SCMP_ARCH_X32",
+        "SCMP_ARCH_AARCH64",
+        "SCMP_ARCH_ARM",
+    ],
+    "syscalls": [{"names": list(REFUSED_SYSCALLS), "action": "SCMP_ACT_ERRNO", "errnoRet": _EPERM}],
+}
 
 
 def harden(config: dict[str, Any], *, port: int) -> dict[str, Any]:
-    """The runc config umoci wrote, locked down for serving (a new dict; `config` is kept)."""
+    """The runc config umoci wrote, locked down for serving (a new dict; `config` is kept) by
+    the security policy's own container securityContext, the one a deployment gets."""
     config = copy.deepcopy(config)
     process = config["process"]
     process["terminal"] = False
     replaced = ("PSC_MODEL_PORT=", "OMI_LISTEN_HOST=")
     process["env"] = [e for e in process.get("env", []) if not e.startswith(replaced)]
     process["env"] += [f"PSC_MODEL_PORT={port}", "OMI_LISTEN_HOST=127.0.0.1"]
-    # The image's user holds no capability at all (umoci grants the OCI defaults), and
-    # setuid binaries or file capabilities can never raise it (no_new_privs).
-    process["capabilities"] = {
-        kind: [] for kind in ("bounding", "effective", "inheritable", "permitted", "ambient")
-    }
-    process["noNewPrivileges"] = True
-    config["root"]["readonly"] = True
+    apply_security_context(config, policy.container_security(int(process["user"]["uid"])))
     config["mounts"].append(
         {
             "destination": "/tmp",
             "type": "tmpfs",
             "source": "tmpfs",
-            "options": ["nosuid", "nodev", "noexec", "mode=1777"],
+            "options": [
+                "nosuid",
+                "nodev",
+                "noexec",
+                "mode=1777",
+                f"size={policy.TMP_SIZE.removesuffix('i')}",
+            ],
         }
     )
     # The host's network, as `docker run --network host` would, with the server bound to
     # 127.0.0.1 (OMI_LISTEN_HOST above): reachable from this machine only.
     linux = config["linux"]
     linux["namespaces"] = [ns for ns in linux.get("namespaces", []) if ns.get("type") != "network"]
-    linux["seccomp"] = {
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": [
-            "SCMP_ARCH_X86_64",
-            "SCMP_ARCH_X86",
-            "SCMP_ARCH_X32",
-            "SCMP_ARCH_AARCH64",
-            "SCMP_ARCH_ARM",
-        ],
-        "syscalls": [{"names": list(REFUSED_SYSCALLS), "action": "SCMP_ACT_ERRNO", "errnoRet": _EPERM}],
-    }
     return config
+
+
+def apply_security_context(config: dict[str, Any], context: dict[str, Any]) -> None:
+    """A Kubernetes container securityContext, as a runc config: each setting the policy
+    makes (policy.container_security) has its runc spelling here; an image that would run as
+    root is refused, as the kubelet refuses it under runAsNonRoot."""
+    process = config["process"]
+    user = process.setdefault("user", {"uid": 0, "gid": 0})
+    user["uid"] = int(context.get("runAsUser", user.get("uid", 0)))
+    user["gid"] = int(context.get("runAsGroup", user.get("gid", 0)))
+    if context.get("runAsNonRoot") and user["uid"] == 0:
+        msg = "the image runs as root (uid 0), and the security policy runs containers as non-root only"
+        raise RunError(msg, hint="build it with security.user set to a non-zero uid (65532 is the default)")
+    if context.get("readOnlyRootFilesystem"):
+        config["root"]["readonly"] = True
+    if context.get("allowPrivilegeEscalation") is False:
+        process["noNewPrivileges"] = True  # setuid binaries and file capabilities never raise it
+    if "ALL" in (context.get("capabilities") or {}).get("drop", []):
+        # umoci grants the OCI defaults; the image's user holds none at all
+        process["capabilities"] = {
+            kind: [] for kind in ("bounding", "effective", "inheritable", "permitted", "ambient")
+        }
+    if (context.get("seccompProfile") or {}).get("type") == "RuntimeDefault":
+        config["linux"]["seccomp"] = RUNTIME_DEFAULT_SECCOMP
 
 
 def start(

@@ -68,8 +68,9 @@ def created(epoch: int) -> str:
     return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def oci_annotations(manifest: Manifest, epoch: int) -> dict[str, str]:
-    """OCI and Open Model Interface annotations (see PROTOCOLS.md)."""
+def oci_annotations(manifest: Manifest, epoch: int, *, target: str | None = None) -> dict[str, str]:
+    """OCI and Open Model Interface annotations (see PROTOCOLS.md), and the hardware a
+    target's image is for."""
     meta = manifest.metadata
     # Each interface with the protocol versions it speaks: KServe's Open Inference Protocol v2
     # and Modzy's Open Model Interface v1.
@@ -92,8 +93,30 @@ def oci_annotations(manifest: Manifest, epoch: int) -> dict[str, str]:
         "ml.openmodel.port": str(manifest.serving.port),
         "ml.openml.model_name": meta.name,
     }
+    if target is not None:
+        spec = manifest.target(target)
+        values["ml.openmodel.accelerator"] = spec.accelerator
+        values["ml.openmodel.cuda"] = spec.cuda or ""
     values.update(dict(manifest.build.labels))
     return {key: value for key, value in values.items() if value}
+
+
+# Where GPU device plugins that mount the driver into a folder (GKE's) put its libraries; the
+# NVIDIA container toolkit puts them on the default search path instead.
+DRIVER_LIBRARY_DIRS = ("/usr/local/nvidia/lib64",)
+
+
+def cuda_environment(cuda: str, layers: list[Layer]) -> list[str]:
+    """What GPU runtimes read from a CUDA image: the NVIDIA container toolkit mounts the driver
+    for the devices and capabilities named here and refuses a driver older than the CUDA
+    required; the dynamic loader finds the wheels' libraries (both layouts) on the path."""
+    folders = sorted({"/" + folder for layer in layers for folder in layer.facts.libraries})
+    return [
+        "NVIDIA_VISIBLE_DEVICES=all",
+        "NVIDIA_DRIVER_CAPABILITIES=compute,utility",
+        f"NVIDIA_REQUIRE_CUDA=cuda>={cuda}",
+        "LD_LIBRARY_PATH=" + ":".join([*folders, *DRIVER_LIBRARY_DIRS]),
+    ]
 
 
 def assemble(
@@ -104,23 +127,27 @@ def assemble(
     python: str,
     epoch: int,
     entry_args: list[str],
+    target: str | None = None,
 ) -> PlatformImage:
     """The config and manifest of one platform's image."""
     os_name, arch, *variant = platform.split("/")
     uid = manifest.security.user
-    labels = oci_annotations(manifest, epoch)
+    labels = oci_annotations(manifest, epoch, target=target)
+    environment = [
+        "PATH=/usr/local/bin:/usr/bin:/bin",
+        "LANG=C.UTF-8",
+        "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt",
+        f"MODEL_NAME={manifest.metadata.name}",
+    ]
+    if target is not None and manifest.target(target).accelerator == "cuda":
+        environment += cuda_environment(manifest.target(target).cuda or "", layers)
     config: dict[str, Any] = {
         "architecture": arch,
         "os": os_name,
         "created": created(epoch),
         "config": {
             "User": f"{uid}:{uid}",
-            "Env": [
-                "PATH=/usr/local/bin:/usr/bin:/bin",
-                "LANG=C.UTF-8",
-                "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt",
-                f"MODEL_NAME={manifest.metadata.name}",
-            ],
+            "Env": environment,
             "Entrypoint": [f"/usr/bin/python{python}", *PYTHON_FLAGS, "-m", "omi_runtime"],
             "Cmd": entry_args,
             "WorkingDir": "/opt/omi/model",

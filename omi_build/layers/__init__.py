@@ -14,6 +14,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ from ._unpack import (
 )
 
 # Bump when the same inputs would now give different layer bytes.
-LAYER_FORMAT = 5
+LAYER_FORMAT = 6
 RUNTIME_PACKAGE = "omi_runtime"
 MODEL_DIR = "opt/omi/model"
 RUNTIME_LAYER = "server runtime"  # the layer the SBOM records as omi-build-runtime
@@ -69,6 +70,7 @@ PROGRAMS = (
     f"{SITE_PACKAGES}/pip/__init__.py", f"{SITE_PACKAGES}/conda/__init__.py",
 )  # fmt: skip
 _PROGRAMS = frozenset(PROGRAMS)
+_NVIDIA_LIBRARY = re.compile(rf"^{re.escape(SITE_PACKAGES)}/nvidia/[^/]+/lib/[^/]+\.so(\.[0-9]+)*$")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -79,10 +81,13 @@ class Facts:
     entries: int = 0
     setid: tuple[str, ...] = ()  # files that asked for setuid or setgid (the tar drops the bits)
     programs: tuple[str, ...] = ()  # shells and package managers (PROGRAMS)
+    # folders of NVIDIA's wheels that hold shared libraries (nvidia/cuda_runtime/lib for
+    # CUDA 12, nvidia/cu13/lib for 13): a CUDA image's LD_LIBRARY_PATH
+    libraries: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, entries: Iterable[Entry]) -> Self:
-        count, setid, programs = 0, [], []
+        count, setid, programs, libraries = 0, [], [], set()
         for entry in entries:
             count += 1
             path = entry.path.strip("/")
@@ -90,18 +95,31 @@ class Facts:
                 setid.append(path)
             if path in _PROGRAMS:
                 programs.append(path)
-        return cls(entries=count, setid=tuple(sorted(setid)), programs=tuple(sorted(programs)))
+            if entry.kind == "file" and _NVIDIA_LIBRARY.match(path):
+                libraries.add(path.rsplit("/", 1)[0])
+        return cls(
+            entries=count,
+            setid=tuple(sorted(setid)),
+            programs=tuple(sorted(programs)),
+            libraries=tuple(sorted(libraries)),
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return {"entries": self.entries, "setid": list(self.setid), "programs": list(self.programs)}
+        return {
+            "entries": self.entries,
+            "setid": list(self.setid),
+            "programs": list(self.programs),
+            "libraries": list(self.libraries),
+        }
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Self:
-        setid, programs = raw["setid"], raw["programs"]
-        if not (isinstance(setid, list) and isinstance(programs, list) and isinstance(raw["entries"], int)):
+        lists = [raw["setid"], raw["programs"], raw["libraries"]]
+        if not (all(isinstance(item, list) for item in lists) and isinstance(raw["entries"], int)):
             msg = "a damaged layer record"
             raise TypeError(msg)
-        return cls(entries=raw["entries"], setid=tuple(map(str, setid)), programs=tuple(map(str, programs)))
+        setid, programs, libraries = (tuple(map(str, item)) for item in lists)
+        return cls(entries=raw["entries"], setid=setid, programs=programs, libraries=libraries)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

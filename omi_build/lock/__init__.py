@@ -26,7 +26,7 @@ from omi_build.progress import Progress, Silent
 from omi_build.store import Store
 from omi_build.suites import SUITES
 
-from . import _apt, _wheels
+from . import _apt, _cuda, _wheels
 from ._apt import DebPackage
 from ._wheels import Wheel
 
@@ -137,6 +137,8 @@ def inputs_digest(manifest: Manifest) -> str:
                 "platforms": sorted(target.platforms),
                 "requirements": requirements(manifest, target.name),
                 "indexes": list(target.indexes),
+                # only CUDA targets name one, so a CPU target's lock keeps its digest
+                **({"cuda": target.cuda} if target.accelerator == "cuda" else {}),
             }
             for target in manifest.targets
         },
@@ -224,10 +226,63 @@ def resolve(manifest: Manifest, store: Store, progress: Progress | None = None) 
                 python_version=manifest.python.version,
                 indexes=target.indexes,
             )
+            if target.accelerator == "cuda":
+                check_cuda(manifest, target.name, platform, wheels)
             targets[target.name][platform] = PlatformLock(
                 debian=debs[arch_of(platform)], wheels=tuple(wheels)
             )
     return Lock(inputs=inputs_digest(manifest), targets=targets)
+
+
+def check_cuda(manifest: Manifest, target: str, platform: str, wheels: list[Wheel]) -> None:
+    """A CUDA target's wheels carry CUDA libraries, all of them for the CUDA it declares;
+    LockError naming each wheel that does not and the versions that would work."""
+    spec = manifest.target(target)
+    declared = spec.cuda or ""
+    field = f"targets.{target}"
+    if not _cuda.cuda_wheels(wheels):
+        runtime = _cuda.counterpart("nvidia-cuda-runtime", *_cuda.declared_version(declared))
+        msg = (
+            f"{field} declares CUDA {declared} for {platform}, but none of its wheels carries CUDA libraries"
+        )
+        raise LockError(
+            msg,
+            hint=f"add '{runtime}' (and the other components the model uses) to {field}.requirements, "
+            "or a framework that pulls them in; the image takes CUDA from NVIDIA's wheels, "
+            "never from a base image",
+        )
+    wrong = _cuda.mismatches(declared, wheels)
+    if not wrong:
+        return
+    working = _working_versions(manifest, target, platform, [m.instead for m in wrong])
+    lines = [f"  {m.reason}; for CUDA {declared}: {working.get(m.instead) or m.instead}" for m in wrong]
+    msg = f"{field} declares CUDA {declared}, but its wheels for {platform} do not match:\n" + "\n".join(
+        lines
+    )
+    majors = sorted({m.found.cuda for m in wrong})
+    raise LockError(
+        msg,
+        hint=f"pin the versions above in {field}.requirements (a framework may pin its own CUDA: pick "
+        f"its build for CUDA {declared}), or declare the CUDA the wheels carry ({field}.cuda: "
+        f'"{majors[-1]}")',
+    )
+
+
+def _working_versions(manifest: Manifest, target: str, platform: str, wanted: list[str]) -> dict[str, str]:
+    """The newest version of each requirement the index has for this platform (best effort: the
+    error this feeds is still clear without them)."""
+    found: dict[str, str] = {}
+    for requirement in dict.fromkeys(wanted):
+        try:
+            wheels = _wheels.resolve(
+                [requirement], arch=arch_of(platform), suite=_suite(manifest),
+                python_version=manifest.python.version, indexes=manifest.target(target).indexes,
+                no_deps=True,
+            )  # fmt: skip
+        except LockError:
+            continue
+        found[requirement] = ", ".join(f"{w.name}=={w.version}" for w in wheels) + " would work"
+    return found
 
 
 def write(manifest: Manifest, lock: Lock) -> Path:

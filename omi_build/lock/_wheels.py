@@ -136,11 +136,12 @@ def resolve(
     suite: str,
     python_version: str,
     indexes: Iterable[str] = (),
+    no_deps: bool = False,
 ) -> list[Wheel]:
     """One wheel per package, for this platform, pinned by sha256."""
     wheels = []
     for package in _compile(
-        requirements, arch=arch, suite=suite, python_version=python_version, indexes=indexes
+        requirements, arch=arch, suite=suite, python_version=python_version, indexes=indexes, no_deps=no_deps
     ):
         files = package.get("wheels")
         name = str(package["name"])

@@ -272,6 +272,24 @@ def check_image(manifest: Manifest, platform: str, layers: Sequence[Layer]) -> l
     ]
 
 
+def container_security(uid: int) -> dict[str, Any]:
+    """The container securityContext of the policy: Kubernetes' spelling of what `omi-build
+    run` applies to its local container too (engine.harden)."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+TMP_SIZE = "64Mi"  # the one writable path, in memory
+
+
 def pod_security(manifest: Manifest, target: str) -> dict[str, Any]:
     """The Kubernetes settings that carry the same policy into a deployment: the pod's and the
     container's securityContext, and the container's resources (a GPU for a CUDA target)."""
@@ -288,23 +306,14 @@ def pod_security(manifest: Manifest, target: str) -> dict[str, Any]:
             "fsGroup": uid,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "container": {
-            "runAsNonRoot": True,
-            "runAsUser": uid,
-            "runAsGroup": uid,
-            "readOnlyRootFilesystem": True,
-            "allowPrivilegeEscalation": False,
-            "privileged": False,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "container": container_security(uid),
         "resources": resources,
-        "volumes": [{"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}}],
+        "volumes": [{"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": TMP_SIZE}}],
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108 - the one writable path
     }
 
 
 __all__ = [
-    "Result", "check_files", "check_image", "check_licenses", "check_model", "check_secrets", "check_size",
-    "enforce", "license_verdict", "parse_size", "pod_security",
+    "TMP_SIZE", "Result", "check_files", "check_image", "check_licenses", "check_model", "check_secrets",
+    "check_size", "container_security", "enforce", "license_verdict", "parse_size", "pod_security",
 ]  # fmt: skip

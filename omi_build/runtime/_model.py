@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,8 +92,20 @@ def verify_files(config: Config) -> None:
             raise StartupError(msg)
 
 
-def load_model(config: Config) -> Any:
-    """Import the author's module, instantiate the class and call its load(model_dir) once."""
+def _takes_device(function: Any) -> bool:
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "device" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def load_model(config: Config, device: str = "cpu") -> Any:
+    """Import the author's module, instantiate the class and call its load(model_dir) once.
+
+    The model learns its device ("cpu" or "cuda:0") from OMI_DEVICE, set before its module is
+    imported, and as load(model_dir, device=...) when its load takes that argument."""
+    os.environ["OMI_DEVICE"] = device
     module_file = config.directory / config.raw["model"]["module"]
     class_name = config.raw["model"]["class"]
     if str(config.directory) not in sys.path:
@@ -118,7 +132,10 @@ def load_model(config: Config) -> Any:
         instance = cls()
         loader = getattr(instance, "load", None)
         if callable(loader):
-            loader(config.directory)
+            if _takes_device(loader):
+                loader(config.directory, device=device)
+            else:
+                loader(config.directory)
     except Exception as exc:
         msg = f"{class_name}.load failed: {type(exc).__name__}: {exc}"
         raise StartupError(msg) from exc

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 import grpc
 
 from ._batcher import Batcher
+from ._device import probe
 from ._health import NOT_SERVING, SERVING, HealthService, ReflectionService, add_reflection
 from ._limits import Deadlines, Gate, Guarded, short
 from ._model import Config, StartupError, load_model, read_config, verify_files
@@ -149,7 +150,12 @@ async def serve(
     verifying = loop.run_in_executor(None, verify_files, config)
 
     async def load_and_verify() -> Any:
-        model = await loop.run_in_executor(None, load_model, config)
+        device = await loop.run_in_executor(None, probe, config.raw.get("device"))
+        if device.missing:
+            state.log("no_gpu", level="warning", device=device.name, message=device.missing)
+        else:
+            state.log("device", device=device.name, detail=device.detail or None)
+        model = await loop.run_in_executor(None, load_model, config, device.name)
         await verifying
         return model
 

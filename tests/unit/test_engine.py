@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from omi_build import engine
+from omi_build import engine, policy
 from omi_build.engine import REFUSED_SYSCALLS, harden
-from omi_build.errors import ToolError
+from omi_build.errors import RunError, ToolError
 from omi_build.platforms import host_machine
 
 
@@ -17,6 +17,7 @@ def test_runc_config_is_locked_down() -> None:
     umoci: dict[str, Any] = {
         "process": {
             "env": ["PATH=/usr/bin", "PSC_MODEL_PORT=1"],
+            "user": {"uid": 65532, "gid": 65532},
             "capabilities": {"bounding": ["CAP_KILL"], "ambient": ["CAP_NET_BIND_SERVICE"]},
         },
         "root": {"path": "rootfs"},
@@ -35,6 +36,35 @@ def test_runc_config_is_locked_down() -> None:
     assert seccomp["syscalls"][0]["action"] == "SCMP_ACT_ERRNO"
     assert {"ptrace", "mount", "unshare", "setns", "bpf", "keyctl"} <= set(REFUSED_SYSCALLS)
     assert config["mounts"][0]["destination"] == "/tmp"  # noqa: S108 - the container's own
+    assert "size=64M" in config["mounts"][0]["options"]  # the deployment's emptyDir limit
+    assert process["user"] == {"uid": 65532, "gid": 65532}
+
+
+def _umoci(uid: int) -> dict[str, Any]:
+    return {
+        "process": {"env": [], "user": {"uid": uid, "gid": uid}},
+        "root": {"path": "rootfs"},
+        "mounts": [],
+        "linux": {"namespaces": []},
+    }
+
+
+def test_run_applies_the_deployments_security_context_and_refuses_root() -> None:
+    context = policy.container_security(1000)
+    config = _umoci(1000)
+    engine.apply_security_context(config, context)
+    assert config["process"]["user"] == {"uid": 1000, "gid": 1000}
+    assert config["root"]["readonly"] is True
+    assert config["process"]["noNewPrivileges"] is True
+    assert config["linux"]["seccomp"] is engine.RUNTIME_DEFAULT_SECCOMP
+    # what a securityContext leaves out, the runc config leaves as umoci wrote it
+    loose = _umoci(1000)
+    engine.apply_security_context(loose, {"runAsUser": 1000})
+    assert "noNewPrivileges" not in loose["process"]
+    assert "readonly" not in loose["root"]
+    assert "seccomp" not in loose["linux"]
+    with pytest.raises(RunError, match="runs as root"):
+        harden(_umoci(0), port=45000)
 
 
 def test_the_hosts_own_platform_needs_no_emulator_and_another_names_the_package(
