@@ -83,6 +83,10 @@ class _Target:
         longest to download and to unpack), and unpack each for the layers to build as it
         arrives. Debian's first: the package index is slow to say where the wheels are."""
         entry, uid = self.lock.platform(self.name, platform), self.manifest.security.user
+        locking.build_sources(
+            self.manifest, self.store, target=self.name, platform=platform, wheels=entry.wheels,
+            progress=self.progress,
+        )  # fmt: skip
         debs = sorted((p for p in entry.debian if not self.store.has(p.sha256)), key=lambda p: -p.size)
         wheels = sorted((w for w in entry.wheels if not self.store.has(w.sha256)), key=lambda w: -w.size)
         if debs or wheels:

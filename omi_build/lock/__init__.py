@@ -11,6 +11,7 @@ on whichever mirror or index the configuration names, and checked against the pi
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,14 +20,14 @@ from typing import Any
 from omi_build import atomic
 from omi_build.digests import canonical, digest_of
 from omi_build.download import Source
-from omi_build.errors import LockError
+from omi_build.errors import FetchError, LockError
 from omi_build.manifest import Manifest, files
-from omi_build.platforms import arch_of
+from omi_build.platforms import arch_of, host_machine, host_platform
 from omi_build.progress import Progress, Silent
 from omi_build.store import Store
 from omi_build.suites import SUITES
 
-from . import _apt, _cuda, _wheels
+from . import _apt, _cuda, _sources, _wheels
 from ._apt import DebPackage
 from ._wheels import Wheel
 
@@ -78,7 +79,7 @@ class Lock:
                 target: {
                     platform: {
                         "debian": [_deb_record(p) for p in entry.debian],
-                        "wheels": [asdict(w) for w in entry.wheels],
+                        "wheels": [w.record() for w in entry.wheels],
                     }
                     for platform, entry in sorted(platforms.items())
                 }
@@ -132,6 +133,8 @@ def inputs_digest(manifest: Manifest) -> str:
         "base": list(SUITES[suite].base_packages),
         "excluded": sorted(_apt.EXCLUDED),
         "system": sorted(manifest.system.packages),
+        # only when on, so the locks written before the switch existed stay current
+        **({"sourceBuilds": True} if manifest.security.allow_source_builds else {}),
         "targets": {
             target.name: {
                 "platforms": sorted(target.platforms),
@@ -219,12 +222,14 @@ def resolve(manifest: Manifest, store: Store, progress: Progress | None = None) 
         targets[target.name] = {}
         for platform in target.platforms:
             progress.step(f"resolve wheels {target.name} {platform}")
+            builder = _source_builder(manifest, store, target.name, platform, progress)
             wheels = _wheels.resolve(
                 wanted,
                 arch=arch_of(platform),
                 suite=suite,
                 python_version=manifest.python.version,
                 indexes=target.indexes,
+                build_source=builder if manifest.security.allow_source_builds else None,
             )
             if target.accelerator == "cuda":
                 check_cuda(manifest, target.name, platform, wheels)
@@ -232,6 +237,143 @@ def resolve(manifest: Manifest, store: Store, progress: Progress | None = None) 
                 debian=debs[arch_of(platform)], wheels=tuple(wheels)
             )
     return Lock(inputs=inputs_digest(manifest), targets=targets)
+
+
+_ZIP_EPOCH = 315532800  # 1980-01-01: a zip (a wheel) holds no earlier time
+
+
+def _sdist_epoch(manifest: Manifest) -> int:
+    """The time stamp of a wheel built from an sdist: the manifest's, never the environment's
+    (the wheel's sha256 is in the lock, so every later build must give the same bytes)."""
+    return max(manifest.build.source_date_epoch, _ZIP_EPOCH)
+
+
+def _build_environment(
+    manifest: Manifest, store: Store, target: str, requires: list[str], what: str
+) -> list[tuple[_sources.Pinned, Path]]:
+    """The wheels of an sdist's build environment for this machine, pinned and downloaded."""
+    host = host_machine()
+    suite = _suite(manifest)
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    indexes = manifest.target(target).indexes
+    wheels = _wheels.resolve(requires, arch=host, suite=suite, python_version=python, indexes=indexes)
+    found = _wheels.urls(wheels, arch=host, suite=suite, python_version=python, indexes=indexes)
+    fetched = []
+    for wheel in wheels:
+        if wheel.filename not in found:
+            msg = f"{what}: its build requirement {wheel.filename} is not on the package index"
+            raise LockError(msg, hint="run 'omi-build lock' to re-resolve")
+        path = store.fetch(found[wheel.filename], wheel.sha256, what=wheel.filename, size=wheel.size)
+        fetched.append((_sources.Pinned(filename=wheel.filename, sha256=wheel.sha256, size=wheel.size), path))
+    return fetched
+
+
+def _build_sdist(
+    manifest: Manifest,
+    store: Store,
+    *,
+    platform: str,
+    name: str,
+    version: str,
+    sdist: _sources.Pinned,
+    sdist_path: Path,
+    environment: list[tuple[_sources.Pinned, Path]],
+) -> tuple[str, str, int]:
+    """Build the sdist into a wheel in the store: (file name, sha256, size)."""
+    what = f"{name} {version} (sdist {sdist.filename})"
+    _, backend = _sources.build_system(sdist_path)
+    filename, data = _sources.build(
+        sdist_path, what=what, build_wheels=environment, backend=backend, epoch=_sdist_epoch(manifest),
+        uv=_wheels.uv(),
+    )  # fmt: skip
+    _sources.check_wheel(data, what=what)
+    if not _sources.is_pure(filename):
+        host = host_platform()
+        python = f"{sys.version_info.major}.{sys.version_info.minor}"
+        if platform != host or python != manifest.python.version:
+            msg = (
+                f"{what} has compiled code ({_sources.wheel_tags(filename)}): it builds only for this machine"
+            )
+            raise LockError(
+                msg,
+                hint=f"this machine is {host} with Python {python}, the image {platform} with Python "
+                f"{manifest.python.version}: build it there, or pin a version that publishes a wheel",
+            )
+    path = store.put_bytes(data)
+    return filename, path.name, len(data)
+
+
+def _source_builder(
+    manifest: Manifest, store: Store, target: str, platform: str, progress: Progress
+) -> _wheels.SourceBuilder:
+    def build_one(name: str, version: str, sdist: dict[str, Any]) -> Wheel:
+        url = str(sdist["url"])
+        pinned = _sources.Pinned(
+            filename=_wheels.filename_of(url), sha256=sdist["hashes"]["sha256"], size=int(sdist["size"])
+        )
+        progress.step(f"build {name} {version} from its sdist ({platform})")
+        path = store.fetch(url, pinned.sha256, what=pinned.filename, size=pinned.size)
+        requires, _ = _sources.build_system(path)
+        environment = _build_environment(manifest, store, target, requires, f"{name} {version}")
+        filename, sha256, size = _build_sdist(
+            manifest, store, platform=platform, name=name, version=version, sdist=pinned,
+            sdist_path=path, environment=environment,
+        )  # fmt: skip
+        source = _sources.SourceBuild(sdist=pinned, build_wheels=tuple(p for p, _ in environment))
+        return Wheel(name=name, version=version, filename=filename, sha256=sha256, size=size, source=source)
+
+    return build_one
+
+
+def build_sources(
+    manifest: Manifest, store: Store, *, target: str, platform: str, wheels: Iterable[Wheel],
+    progress: Progress | None = None,
+) -> None:  # fmt: skip
+    """Build again each locked wheel made from an sdist that the store lacks (another machine,
+    an emptied cache), from the pinned sdist and build environment; FetchError if the bytes
+    differ from the lock's (the sdist's build is not reproducible)."""
+    progress = progress or Silent()
+    for wheel in wheels:
+        if wheel.source is None or store.has(wheel.sha256):
+            continue
+        source = wheel.source
+        what = f"{wheel.name} {wheel.version}"
+        progress.step(f"build {what} from its sdist ({platform})")
+        url = _wheels.sdist_url(
+            wheel.name, wheel.version, arch=arch_of(platform), suite=_suite(manifest),
+            python_version=manifest.python.version, indexes=manifest.target(target).indexes,
+        )  # fmt: skip
+        path = store.fetch(url, source.sdist.sha256, what=source.sdist.filename, size=source.sdist.size)
+        pins = [
+            Wheel(name=p.filename.split("-")[0], version=p.filename.split("-")[1], filename=p.filename,
+                  sha256=p.sha256, size=p.size)
+            for p in source.build_wheels
+        ]  # fmt: skip
+        host = host_machine()
+        python = f"{sys.version_info.major}.{sys.version_info.minor}"
+        found = _wheels.urls(
+            pins, arch=host, suite=_suite(manifest), python_version=python,
+            indexes=manifest.target(target).indexes,
+        )  # fmt: skip
+        environment = []
+        for pin, pinned in zip(pins, source.build_wheels, strict=True):
+            if pin.filename not in found:
+                msg = f"{what}: its build requirement {pin.filename} is not on the package index"
+                raise LockError(msg, hint="run 'omi-build lock' to re-resolve")
+            environment.append(
+                (pinned, store.fetch(found[pin.filename], pin.sha256, what=pin.filename, size=pin.size))
+            )
+        _, sha256, _ = _build_sdist(
+            manifest, store, platform=platform, name=wheel.name, version=wheel.version, sdist=source.sdist,
+            sdist_path=path, environment=environment,
+        )  # fmt: skip
+        if sha256 != wheel.sha256:
+            msg = f"{what}: its sdist built into a wheel with sha256 {sha256}, the lock has {wheel.sha256}"
+            raise FetchError(
+                msg,
+                hint="the sdist's build is not reproducible on this machine; pin a version that "
+                "publishes a wheel, or run 'omi-build lock' here",
+            )
 
 
 def check_cuda(manifest: Manifest, target: str, platform: str, wheels: list[Wheel]) -> None:
@@ -259,12 +401,12 @@ def check_cuda(manifest: Manifest, target: str, platform: str, wheels: list[Whee
     msg = f"{field} declares CUDA {declared}, but its wheels for {platform} do not match:\n" + "\n".join(
         lines
     )
-    majors = sorted({m.found.cuda for m in wrong})
+    carried = max(wrong, key=lambda m: (m.found.major, m.found.minor or 0)).found.cuda
     raise LockError(
         msg,
         hint=f"pin the versions above in {field}.requirements (a framework may pin its own CUDA: pick "
         f"its build for CUDA {declared}), or declare the CUDA the wheels carry ({field}.cuda: "
-        f'"{majors[-1]}")',
+        f'"{carried}")',
     )
 
 
@@ -306,7 +448,7 @@ def read(manifest: Manifest) -> Lock:
             target: {
                 platform: PlatformLock(
                     debian=tuple(DebPackage(**record) for record in entry["debian"]),
-                    wheels=tuple(Wheel(**record) for record in entry["wheels"]),
+                    wheels=tuple(Wheel.from_record(record) for record in entry["wheels"]),
                 )
                 for platform, entry in platforms.items()
             }
@@ -348,7 +490,7 @@ def deb_sources(manifest: Manifest, packages: Iterable[DebPackage]) -> list[Sour
 
 def wheel_sources(manifest: Manifest, *, target: str, platform: str, wheels: Iterable[Wheel]) -> list[Source]:
     """Where each locked wheel is downloaded from, asked of the target's package indexes."""
-    wanted = list(wheels)
+    wanted = [wheel for wheel in wheels if wheel.source is None]  # sdist builds: build_sources
     if not wanted:
         return []
     found = _wheels.urls(

@@ -13,14 +13,17 @@ import subprocess
 import sys
 import tempfile
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 from omi_build import settings
 from omi_build.errors import LockError, ToolError
 from omi_build.suites import SUITES
+
+from ._sources import SourceBuild
 
 _UV_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
 # What uv prints when the index, not the requirements, is the problem.
@@ -42,9 +45,31 @@ class Wheel:
     filename: str
     sha256: str
     size: int
+    source: SourceBuild | None = None  # built from an sdist (security.allow_source_builds)
+
+    def record(self) -> dict[str, object]:
+        """The lock's entry (no `source` key for a wheel from the index)."""
+        record: dict[str, object] = {
+            "name": self.name, "version": self.version, "filename": self.filename,
+            "sha256": self.sha256, "size": self.size,
+        }  # fmt: skip
+        if self.source is not None:
+            record["source"] = self.source.to_json()
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Wheel:
+        raw = dict(record)
+        source = raw.pop("source", None)
+        return cls(**raw, source=SourceBuild.from_json(source) if source is not None else None)
 
 
-def _uv() -> str:
+# Builds a wheel from a package's sdist entry (uv's pylock record): the caller's, as it holds
+# the store the sdist and the build environment are downloaded into.
+SourceBuilder = Callable[[str, str, dict[str, Any]], Wheel]
+
+
+def uv() -> str:
     found = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
     if not Path(found).exists():
         msg = "uv is not installed"
@@ -64,13 +89,14 @@ def _compile(
     python_version: str,
     indexes: Iterable[str],
     no_deps: bool = False,
+    allow_source: bool = False,
 ) -> list[dict[str, object]]:
     with tempfile.TemporaryDirectory() as scratch:
         source = Path(scratch, "requirements.in")
         source.write_text("\n".join(requirements) + "\n", encoding="utf-8")
         output = Path(scratch, "pylock.toml")
         command = [
-            _uv(),
+            uv(),
             "pip",
             "compile",
             str(source),
@@ -78,8 +104,7 @@ def _compile(
             uv_platform(arch, suite),
             "--python-version",
             python_version,
-            "--only-binary",
-            ":all:",
+            *(() if allow_source else ("--only-binary", ":all:")),
             "--format",
             "pylock.toml",
             "--output-file",
@@ -113,6 +138,12 @@ def _compile(
             msg = f"cannot resolve the Python requirements for linux/{arch}:\n  {detail}"
             if any(sign in result.stderr for sign in _NETWORK_SIGNS):
                 raise LockError(msg, hint=_INDEX_HINT)
+            if "building from source is disabled" in result.stderr:
+                raise LockError(
+                    msg,
+                    hint="a package has no wheel for this platform: pin a version that publishes one, "
+                    "or set security.allow_source_builds: true to build it from its sdist",
+                )
             raise LockError(
                 msg,
                 hint="each package needs a wheel for this platform and Python "
@@ -125,7 +156,7 @@ def _compile(
     return packages
 
 
-def _filename(url: str) -> str:
+def filename_of(url: str) -> str:
     return unquote(Path(urlparse(url).path).name)
 
 
@@ -137,33 +168,54 @@ def resolve(
     python_version: str,
     indexes: Iterable[str] = (),
     no_deps: bool = False,
+    build_source: SourceBuilder | None = None,
 ) -> list[Wheel]:
-    """One wheel per package, for this platform, pinned by sha256."""
+    """One wheel per package, for this platform, pinned by sha256; a package with an sdist
+    only is built by `build_source` when given (else LockError)."""
     wheels = []
     for package in _compile(
-        requirements, arch=arch, suite=suite, python_version=python_version, indexes=indexes, no_deps=no_deps
-    ):
+        requirements, arch=arch, suite=suite, python_version=python_version, indexes=indexes,
+        no_deps=no_deps, allow_source=build_source is not None,
+    ):  # fmt: skip
         files = package.get("wheels")
         name = str(package["name"])
         if not isinstance(files, list) or not files:
+            sdist = package.get("sdist")
+            if build_source is not None and isinstance(sdist, dict):
+                wheels.append(build_source(name, str(package["version"]), sdist))
+                continue
             msg = f"'{name}' has no wheel for linux/{arch} and Python {python_version}"
             raise LockError(
                 msg,
-                hint="source builds are not supported yet; pin a version that publishes a wheel "
-                "for this platform, or drop the platform from the target",
+                hint="pin a version that publishes a wheel for this platform, drop the platform "
+                "from the target, or set security.allow_source_builds: true to build its sdist",
             )
         # Several wheels can fit (an abi3 build and a pure one): take the compiled one.
-        wheel = min(files, key=lambda w: _filename(w["url"]).endswith("-none-any.whl"))
+        wheel = min(files, key=lambda w: filename_of(w["url"]).endswith("-none-any.whl"))
         wheels.append(
             Wheel(
                 name=name,
                 version=str(package["version"]),
-                filename=_filename(wheel["url"]),
+                filename=filename_of(wheel["url"]),
                 sha256=wheel["hashes"]["sha256"],
                 size=int(wheel["size"]),
             )
         )
     return sorted(wheels, key=lambda w: w.name)
+
+
+def sdist_url(name: str, version: str, *, arch: str, suite: str, python_version: str,
+              indexes: Iterable[str] = ()) -> str:  # fmt: skip
+    """Where the index has the sdist of name==version."""
+    for package in _compile(
+        [f"{name}=={version}"], arch=arch, suite=suite, python_version=python_version, indexes=indexes,
+        no_deps=True, allow_source=True,
+    ):  # fmt: skip
+        sdist = package.get("sdist")
+        if isinstance(sdist, dict):
+            return str(sdist["url"])
+    msg = f"the package index has no sdist of {name} {version}"
+    raise LockError(msg, hint="it may have been removed; run 'omi-build lock' to re-resolve")
 
 
 def urls(
@@ -183,5 +235,5 @@ def urls(
         pins, arch=arch, suite=suite, python_version=python_version, indexes=indexes, no_deps=True
     ):
         for wheel in package.get("wheels", []):  # type: ignore[attr-defined]
-            found[_filename(wheel["url"])] = wheel["url"]
+            found[filename_of(wheel["url"])] = wheel["url"]
     return found

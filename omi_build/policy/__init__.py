@@ -117,17 +117,21 @@ def check_model(
         )
     )
     wheels = sum(len(e.wheels) for _, e in lock_entries)
+    built = sorted(
+        {f"{w.name} {w.version} (from {w.source.sdist.filename})" for _, e in lock_entries for w in e.wheels
+         if w.source is not None}
+    )  # fmt: skip
+    allowed = security.allow_source_builds
     results.append(
         Result(
             rule="wheels-only",
             platform="",
             checked=f"{wheels} locked Python packages",
-            found="all are wheels (the lock resolves wheels only"
-            + (
-                "; allow_source_builds is not implemented yet: an sdist-only requirement fails to lock)"
-                if security.allow_source_builds
-                else ")"
-            ),
+            found="all are wheels from the index"
+            if not built
+            else f"{len(built)} built from sdists (hash-pinned sdist and build environment)",
+            offending=() if allowed else tuple(built),
+            hint="set security.allow_source_builds: true to build sdists, or pin versions with wheels",
         )
     )
     results.append(check_secrets(manifest, model_files))

@@ -12,7 +12,7 @@ import pytest
 
 from omi_build import api, cli
 from omi_build.build import BuiltImage
-from omi_build.errors import PolicyError
+from omi_build.errors import LockError, PolicyError
 
 from .conftest import copy_example
 
@@ -92,3 +92,35 @@ def test_the_policy_command_prints_every_rule_and_exits_1_on_a_broken_one(
     assert "FAIL max-image-size linux/arm64" in out.getvalue()
     assert "to allow: raise security.max_image_size" in out.getvalue()
     assert not (example / "omi-out").exists()  # policy writes no output
+
+
+def test_an_sdist_only_requirement_locks_only_with_the_switch_and_builds_reproducibly(
+    iris_build: tuple[Path, list[BuiltImage]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docopt 0.6.2 publishes an sdist only: without allow_source_builds the lock refuses it
+    and says how to allow it; with it, the wheel is built in a venv of pinned wheels, recorded
+    in the lock with its sdist, and built again from empty caches to the same bytes."""
+    directory, _ = iris_build
+    example = copy_example(tmp_path)
+    _edit(example, {"    - numpy==2.4.6\n": "    - numpy==2.4.6\n    - docopt==0.6.2\n"})
+    monkeypatch.setenv("OMI_BUILD_CACHE", str(directory / "cache"))
+    out = tmp_path / "out"
+    with pytest.raises(LockError, match="docopt") as failure:
+        api.build([str(example)], output=out, platform="linux/amd64")
+    assert "allow_source_builds" in (failure.value.hint or "")
+    assert not out.exists()
+    _edit(example, {"allow_source_builds: false": "allow_source_builds: true"})
+    digests = []
+    for run in ("first", "second"):
+        monkeypatch.setenv("OMI_BUILD_CACHE", str(tmp_path / f"cache-{run}"))  # the wheel is built again
+        built = api.build([str(example)], output=tmp_path / run, platform="linux/amd64")
+        digests.append(built[0].images[0].digest)
+        wheels_only = next(r for r in built[0].policy if r.rule == "wheels-only")
+        assert wheels_only.ok
+        assert "1 built from sdists" in wheels_only.found
+    assert digests[0] == digests[1]
+    locked = json.loads((example / "omi.lock").read_text())["targets"]["cpu"]["linux/amd64"]["wheels"]
+    docopt = next(w for w in locked if w["name"] == "docopt")
+    assert docopt["filename"] == "docopt-0.6.2-py2.py3-none-any.whl"
+    assert docopt["source"]["sdist"]["filename"] == "docopt-0.6.2.tar.gz"
+    assert [w["filename"].split("-")[0] for w in docopt["source"]["buildWheels"]] == ["setuptools"]
