@@ -158,3 +158,11 @@ def _minimal() -> dict[str, Any]:
         "model": {"entrypoint": "m.py:M", "files": ["m.py"], "inputs": [], "outputs": []},
         "python": {"version": "3.11"},
     }
+
+
+def test_cuda_versions_are_major_dot_minor_with_two_digit_minors() -> None:
+    import re  # noqa: PLC0415
+
+    pattern = re.compile(schema()["$defs"]["target"]["properties"]["cuda"]["pattern"])
+    assert [v for v in ("11.8", "12.4", "12.10", "13.0") if not pattern.search(v)] == []
+    assert [v for v in ("12", "12.4.1", "9.2", "12.100", "12.x") if pattern.search(v)] == []
