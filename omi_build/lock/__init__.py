@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -219,17 +219,17 @@ def resolve(manifest: Manifest, store: Store, progress: Progress | None = None) 
     targets: dict[str, dict[str, PlatformLock]] = {}
     for target in manifest.targets:
         wanted = requirements(manifest, target.name)
+        builders = _source_builder(manifest, store, target.name, progress)
         targets[target.name] = {}
         for platform in target.platforms:
             progress.step(f"resolve wheels {target.name} {platform}")
-            builder = _source_builder(manifest, store, target.name, platform, progress)
             wheels = _wheels.resolve(
                 wanted,
                 arch=arch_of(platform),
                 suite=suite,
                 python_version=manifest.python.version,
                 indexes=target.indexes,
-                build_source=builder if manifest.security.allow_source_builds else None,
+                build_source=builders(platform) if manifest.security.allow_source_builds else None,
             )
             if target.accelerator == "cuda":
                 check_cuda(manifest, target.name, platform, wheels)
@@ -248,16 +248,18 @@ def _sdist_epoch(manifest: Manifest) -> int:
     return max(manifest.build.source_date_epoch, _ZIP_EPOCH)
 
 
-def _build_environment(
-    manifest: Manifest, store: Store, target: str, requires: list[str], what: str
+def _host_python() -> str:
+    return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def _fetch_build_wheels(
+    manifest: Manifest, store: Store, target: str, wheels: list[Wheel], what: str
 ) -> list[tuple[_sources.Pinned, Path]]:
-    """The wheels of an sdist's build environment for this machine, pinned and downloaded."""
-    host = host_machine()
-    suite = _suite(manifest)
-    python = f"{sys.version_info.major}.{sys.version_info.minor}"
-    indexes = manifest.target(target).indexes
-    wheels = _wheels.resolve(requires, arch=host, suite=suite, python_version=python, indexes=indexes)
-    found = _wheels.urls(wheels, arch=host, suite=suite, python_version=python, indexes=indexes)
+    """The pinned wheels of an sdist's build environment (for this machine), in the store."""
+    found = _wheels.urls(
+        wheels, arch=host_machine(), suite=_suite(manifest), python_version=_host_python(),
+        indexes=manifest.target(target).indexes,
+    )  # fmt: skip
     fetched = []
     for wheel in wheels:
         if wheel.filename not in found:
@@ -269,60 +271,69 @@ def _build_environment(
 
 
 def _build_sdist(
-    manifest: Manifest,
-    store: Store,
-    *,
-    platform: str,
-    name: str,
-    version: str,
-    sdist: _sources.Pinned,
-    sdist_path: Path,
-    environment: list[tuple[_sources.Pinned, Path]],
-) -> tuple[str, str, int]:
-    """Build the sdist into a wheel in the store: (file name, sha256, size)."""
-    what = f"{name} {version} (sdist {sdist.filename})"
-    _, backend = _sources.build_system(sdist_path)
+    manifest: Manifest, sdist: Path, *, what: str, environment: list[tuple[_sources.Pinned, Path]]
+) -> tuple[str, bytes]:
+    """The wheel the sdist builds into, checked to be one: (file name, bytes)."""
+    _, backend = _sources.build_system(sdist)
     filename, data = _sources.build(
-        sdist_path, what=what, build_wheels=environment, backend=backend, epoch=_sdist_epoch(manifest),
+        sdist, what=what, build_wheels=environment, backend=backend, epoch=_sdist_epoch(manifest),
         uv=_wheels.uv(),
     )  # fmt: skip
     _sources.check_wheel(data, what=what)
-    if not _sources.is_pure(filename):
-        host = host_platform()
-        python = f"{sys.version_info.major}.{sys.version_info.minor}"
-        if platform != host or python != manifest.python.version:
-            msg = (
-                f"{what} has compiled code ({_sources.wheel_tags(filename)}): it builds only for this machine"
-            )
-            raise LockError(
-                msg,
-                hint=f"this machine is {host} with Python {python}, the image {platform} with Python "
-                f"{manifest.python.version}: build it there, or pin a version that publishes a wheel",
-            )
-    path = store.put_bytes(data)
-    return filename, path.name, len(data)
+    return filename, data
+
+
+def _check_serves(manifest: Manifest, filename: str, platform: str, what: str) -> None:
+    """A pure wheel serves every platform; a compiled one only this machine's, for its Python."""
+    if _sources.is_pure(filename):
+        return
+    host, python = host_platform(), _host_python()
+    if platform != host or python != manifest.python.version:
+        msg = f"{what} has compiled code ({_sources.wheel_tags(filename)}): it builds only for this machine"
+        raise LockError(
+            msg,
+            hint=f"this machine is {host} with Python {python}, the image {platform} with Python "
+            f"{manifest.python.version}: build it there, or pin a version that publishes a wheel",
+        )
 
 
 def _source_builder(
-    manifest: Manifest, store: Store, target: str, platform: str, progress: Progress
-) -> _wheels.SourceBuilder:
-    def build_one(name: str, version: str, sdist: dict[str, Any]) -> Wheel:
-        url = str(sdist["url"])
-        pinned = _sources.Pinned(
-            filename=_wheels.filename_of(url), sha256=sdist["hashes"]["sha256"], size=int(sdist["size"])
-        )
-        progress.step(f"build {name} {version} from its sdist ({platform})")
-        path = store.fetch(url, pinned.sha256, what=pinned.filename, size=pinned.size)
-        requires, _ = _sources.build_system(path)
-        environment = _build_environment(manifest, store, target, requires, f"{name} {version}")
-        filename, sha256, size = _build_sdist(
-            manifest, store, platform=platform, name=name, version=version, sdist=pinned,
-            sdist_path=path, environment=environment,
-        )  # fmt: skip
-        source = _sources.SourceBuild(sdist=pinned, build_wheels=tuple(p for p, _ in environment))
-        return Wheel(name=name, version=version, filename=filename, sha256=sha256, size=size, source=source)
+    manifest: Manifest, store: Store, target: str, progress: Progress
+) -> Callable[[str], _wheels.SourceBuilder]:
+    """The lock's sdist builder for each platform of `target`: an sdist is built once, whatever
+    number of platforms ask for it."""
+    built: dict[str, Wheel] = {}  # sdist sha256 -> the wheel it built into
 
-    return build_one
+    def for_platform(platform: str) -> _wheels.SourceBuilder:
+        def build_one(name: str, version: str, sdist: dict[str, Any]) -> Wheel:
+            what = f"{name} {version}"
+            pinned = _sources.Pinned(
+                filename=_wheels.filename_of(str(sdist["url"])), sha256=sdist["hashes"]["sha256"],
+                size=int(sdist["size"]),
+            )  # fmt: skip
+            if pinned.sha256 not in built:
+                progress.step(f"build {what} from its sdist")
+                path = store.fetch(str(sdist["url"]), pinned.sha256, what=pinned.filename, size=pinned.size)
+                requires, _ = _sources.build_system(path)
+                environment = _fetch_build_wheels(
+                    manifest, store, target,
+                    _wheels.resolve(requires, arch=host_machine(), suite=_suite(manifest),
+                                    python_version=_host_python(), indexes=manifest.target(target).indexes),
+                    what,
+                )  # fmt: skip
+                filename, data = _build_sdist(manifest, path, what=what, environment=environment)
+                source = _sources.SourceBuild(sdist=pinned, build_wheels=tuple(p for p, _ in environment))
+                built[pinned.sha256] = Wheel(
+                    name=name, version=version, filename=filename, sha256=store.put_bytes(data).name,
+                    size=len(data), source=source,
+                )  # fmt: skip
+            wheel = built[pinned.sha256]
+            _check_serves(manifest, wheel.filename, platform, what)
+            return wheel
+
+        return build_one
+
+    return for_platform
 
 
 def build_sources(
@@ -336,44 +347,40 @@ def build_sources(
     for wheel in wheels:
         if wheel.source is None or store.has(wheel.sha256):
             continue
-        source = wheel.source
-        what = f"{wheel.name} {wheel.version}"
-        progress.step(f"build {what} from its sdist ({platform})")
-        url = _wheels.sdist_url(
-            wheel.name, wheel.version, arch=arch_of(platform), suite=_suite(manifest),
-            python_version=manifest.python.version, indexes=manifest.target(target).indexes,
-        )  # fmt: skip
-        path = store.fetch(url, source.sdist.sha256, what=source.sdist.filename, size=source.sdist.size)
-        pins = [
-            Wheel(name=p.filename.split("-")[0], version=p.filename.split("-")[1], filename=p.filename,
-                  sha256=p.sha256, size=p.size)
-            for p in source.build_wheels
-        ]  # fmt: skip
-        host = host_machine()
-        python = f"{sys.version_info.major}.{sys.version_info.minor}"
-        found = _wheels.urls(
-            pins, arch=host, suite=_suite(manifest), python_version=python,
-            indexes=manifest.target(target).indexes,
-        )  # fmt: skip
-        environment = []
-        for pin, pinned in zip(pins, source.build_wheels, strict=True):
-            if pin.filename not in found:
-                msg = f"{what}: its build requirement {pin.filename} is not on the package index"
-                raise LockError(msg, hint="run 'omi-build lock' to re-resolve")
-            environment.append(
-                (pinned, store.fetch(found[pin.filename], pin.sha256, what=pin.filename, size=pin.size))
-            )
-        _, sha256, _ = _build_sdist(
-            manifest, store, platform=platform, name=wheel.name, version=wheel.version, sdist=source.sdist,
-            sdist_path=path, environment=environment,
-        )  # fmt: skip
-        if sha256 != wheel.sha256:
-            msg = f"{what}: its sdist built into a wheel with sha256 {sha256}, the lock has {wheel.sha256}"
-            raise FetchError(
-                msg,
-                hint="the sdist's build is not reproducible on this machine; pin a version that "
-                "publishes a wheel, or run 'omi-build lock' here",
-            )
+        # Platforms build side by side: the first to get here builds, the others find it built.
+        with store.lock(f"sdist-{wheel.sha256}"):
+            if not store.has(wheel.sha256):
+                _rebuild(manifest, store, wheel, target=target, platform=platform, progress=progress)
+
+
+def _rebuild(
+    manifest: Manifest, store: Store, wheel: Wheel, *, target: str, platform: str, progress: Progress
+) -> None:
+    source = wheel.source
+    assert source is not None  # noqa: S101 - the caller checked
+    what = f"{wheel.name} {wheel.version}"
+    progress.step(f"build {what} from its sdist")
+    url = _wheels.sdist_url(
+        wheel.name, wheel.version, arch=arch_of(platform), suite=_suite(manifest),
+        python_version=manifest.python.version, indexes=manifest.target(target).indexes,
+    )  # fmt: skip
+    path = store.fetch(url, source.sdist.sha256, what=source.sdist.filename, size=source.sdist.size)
+    pins = [
+        Wheel(name=p.filename.split("-")[0], version=p.filename.split("-")[1], filename=p.filename,
+              sha256=p.sha256, size=p.size)
+        for p in source.build_wheels
+    ]  # fmt: skip
+    environment = _fetch_build_wheels(manifest, store, target, pins, what)
+    filename, data = _build_sdist(manifest, path, what=what, environment=environment)
+    _check_serves(manifest, filename, platform, what)
+    sha256 = store.put_bytes(data).name
+    if sha256 != wheel.sha256:
+        msg = f"{what}: its sdist built into a wheel with sha256 {sha256}, the lock has {wheel.sha256}"
+        raise FetchError(
+            msg,
+            hint="the sdist's build is not reproducible on this machine; pin a version that "
+            "publishes a wheel, or run 'omi-build lock' here",
+        )
 
 
 def check_cuda(manifest: Manifest, target: str, platform: str, wheels: list[Wheel]) -> None:

@@ -10,6 +10,8 @@ code builds only for the host's platform.
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 import os
 import re
@@ -20,13 +22,11 @@ import tarfile
 import tempfile
 import tomllib
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
 from omi_build.errors import LockError
-from omi_build.store import Store
 
 # What pip assumes of an sdist without pyproject.toml (PEP 517's fallback).
 DEFAULT_REQUIRES = ("setuptools>=40.8.0",)
@@ -66,17 +66,13 @@ class SourceBuild:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "sdist": vars_of(self.sdist),
-            "buildWheels": [vars_of(w) for w in self.build_wheels],
+            "sdist": dataclasses.asdict(self.sdist),
+            "buildWheels": [dataclasses.asdict(w) for w in self.build_wheels],
         }
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Self:
         return cls(sdist=Pinned(**raw["sdist"]), build_wheels=tuple(Pinned(**w) for w in raw["buildWheels"]))
-
-
-def vars_of(pinned: Pinned) -> dict[str, Any]:
-    return {"filename": pinned.filename, "sha256": pinned.sha256, "size": pinned.size}
 
 
 def build_system(sdist: Path) -> tuple[list[str], str]:
@@ -171,8 +167,6 @@ def wheel_tags(filename: str) -> str:
 
 def check_wheel(data: bytes, *, what: str) -> None:
     """A built wheel is a readable zip with a RECORD (what the layer builder unpacks)."""
-    import io  # noqa: PLC0415
-
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             if not any(n.endswith(".dist-info/RECORD") for n in archive.namelist()):
@@ -183,5 +177,4 @@ def check_wheel(data: bytes, *, what: str) -> None:
         raise LockError(msg) from exc
 
 
-Fetch = Callable[[str, str, str, int], Path]  # url, sha256, what, size -> path in the store
-__all__ = ["Pinned", "SourceBuild", "Store", "build", "build_system", "is_pure", "wheel_tags"]
+__all__ = ["Pinned", "SourceBuild", "build", "build_system", "check_wheel", "is_pure", "wheel_tags"]
