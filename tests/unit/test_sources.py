@@ -14,13 +14,14 @@ from omi_build.lock import Wheel, _sources, _wheels
 # An in-tree PEP 517 backend: builds a one-file wheel stamped with SOURCE_DATE_EPOCH, so the
 # test needs no setuptools and no index.
 _BACKEND = b"""
-import os, zipfile
+import os, time, zipfile
 def build_wheel(out, config_settings=None, metadata_directory=None):
     name = "tiny-1.0-py3-none-any.whl"
     stamp = int(os.environ["SOURCE_DATE_EPOCH"])
+    when = time.gmtime(stamp)[:6]
     with zipfile.ZipFile(os.path.join(out, name), "w") as wheel:
-        wheel.writestr("tiny.py", "STAMP = %d\\n" % stamp)
-        wheel.writestr("tiny-1.0.dist-info/RECORD", "")
+        wheel.writestr(zipfile.ZipInfo("tiny.py", when), "STAMP = %d\\n" % stamp)
+        wheel.writestr(zipfile.ZipInfo("tiny-1.0.dist-info/RECORD", when), "")
     return name
 """
 
