@@ -97,6 +97,13 @@ class LayoutError(OmiError):
     reference: ClassVar[str] = "layout-invalid"
 
 
+class RegistryError(OmiError):
+    """A registry that cannot be reached, refuses the credentials, or refuses or lacks what
+    was pushed or asked for."""
+
+    reference: ClassVar[str] = "registry-failed"
+
+
 class RunError(OmiError):
     """The image did not start serving."""
 

@@ -274,6 +274,43 @@ class Layout:
             raise LayoutError(msg)
         return cls(directory, top)
 
+    @classmethod
+    def create(cls, directory: Path) -> Layout:
+        """The layout at `directory`, made empty where there is none (a pull writes into it)."""
+        if (directory / "oci-layout").is_file():
+            return cls.open(directory)
+        if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+            msg = f"{directory} is neither empty nor an OCI image layout"
+            raise LayoutError(msg, hint="pull into an empty or new folder, or into an earlier pull")
+        blobs = directory / "blobs" / "sha256"
+        _make_layout_dirs(directory, blobs)
+        top = {"schemaVersion": 2, "mediaType": INDEX_TYPE, "manifests": []}
+        _write_index(directory, top)
+        (directory / "oci-layout").write_bytes(canonical(LAYOUT_FILE))
+        return cls(directory, top)
+
+    def put_blob(self, data: bytes) -> str:
+        """Write a blob (a manifest, a config); its digest."""
+        return _write_blob(self.directory / "blobs" / "sha256", data)
+
+    def has_blob(self, digest: str) -> bool:
+        """Whether the layout holds the blob intact (re-hashed)."""
+        return _intact(self.blob_path(digest), digest)
+
+    def list_all(self, entries: Iterable[dict[str, Any]]) -> None:
+        """List descriptors in index.json: one with a ref name replaces what had that name, one
+        without is added unless its digest is listed."""
+        top = list(self._top["manifests"])
+        for entry in entries:
+            name = (entry.get("annotations") or {}).get(REF_NAME)
+            if name is not None:
+                top = [raw for raw in top if (raw.get("annotations") or {}).get(REF_NAME) != name]
+            elif any(raw.get("digest") == entry["digest"] for raw in top):
+                continue
+            top.append(entry)
+        self._top = {**self._top, "manifests": top}
+        _write_index(self.directory, self._top)
+
     @property
     def descriptors(self) -> list[Descriptor]:
         return [Descriptor.of(raw) for raw in self._top["manifests"]]
