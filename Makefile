@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TESTS ?=
 PYTEST_ARGS := $(if $(TESTS),-k "$(TESTS)",)
 # Debian packages the integration tests and the main job call (daemonless container tools).
-DEBIAN_PACKAGES := buildah skopeo umoci runc qemu-user-static gpgv debian-archive-keyring ca-certificates nghttp2-client
+DEBIAN_PACKAGES := buildah skopeo umoci runc qemu-user-static gpgv debian-archive-keyring ca-certificates nghttp2-client docker-registry
 
 .PHONY: generate help deps dev lock-dev lint fmt test test-integration test-runtime check demo bench update-golden clean
 

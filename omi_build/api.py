@@ -19,6 +19,8 @@ from omi_build.progress import Progress, Silent
 
 if TYPE_CHECKING:  # imported for annotations only: each costs start-up time in the CLI
     from omi_build.build import BuiltTarget
+    from omi_build.push import Pulled, Pushed
+    from omi_build.registry import Client, Reference
     from omi_build.cache import Usage
     from omi_build.engine import Running
     from omi_build.examples import Outcome
@@ -103,21 +105,148 @@ def build(
     output: Path | None = None,
     locked: bool = False,
     docker_archive: Path | None = None,
+    cache_repo: str | None = None,
+    insecure_registries: Iterable[str] = (),
     cwd: Path | None = None,
     progress: Progress | None = None,
 ) -> list[BuiltTarget]:
-    """Build OCI image layouts (one per target, one image per platform) for the selection."""
+    """Build OCI image layouts (one per target, one image per platform) for the selection;
+    with `cache_repo`, layers are shared with other machines through that registry repository."""
     from omi_build import build as pipeline  # noqa: PLC0415
     from omi_build import settings, store  # noqa: PLC0415
 
     cache = store.Store(settings.cache_dir())
     options = pipeline.Options(
-        target=target, platform=platform, output=output, locked=locked, docker_archive=docker_archive
-    )
+        target=target, platform=platform, output=output, locked=locked, docker_archive=docker_archive,
+        cache_repo=cache_repo, insecure_registries=tuple(insecure_registries),
+    )  # fmt: skip
     with cache.in_use():  # `omi-build cache clean` waits for no build
         cache.sweep()
         selections = workspace.resolve(list(arguments), cwd, cache=cache.folder("manifests"))
         return pipeline.run(cache, selections, options, progress or Silent())
+
+
+def _client(reference: Reference, insecure_registries: Iterable[str], progress: Progress | None) -> Client:
+    from omi_build.registry import Client  # noqa: PLC0415
+
+    return Client(reference, insecure=reference.registry in set(insecure_registries), progress=progress)
+
+
+def push(
+    argument: str,
+    destination: str,
+    *,
+    force: bool = False,
+    insecure_registries: Iterable[str] = (),
+    mount_from: Iterable[str] = (),
+    cwd: Path | None = None,
+    progress: Progress | None = None,
+) -> Pushed:
+    """Push a layout (or a label's image, built first if needed) with every referrer to
+    `destination` (host/repository[:tag]; the tag defaults to the image's version)."""
+    from omi_build import push as pushing  # noqa: PLC0415
+    from omi_build.image.layout import Layout  # noqa: PLC0415
+    from omi_build.registry import Reference  # noqa: PLC0415
+
+    reference = Reference.parse(destination)
+    layout = Layout.open(_layout_for(argument, cwd, progress))
+    sources = tuple(
+        other.repository for other in map(Reference.parse, mount_from) if other.registry == reference.registry
+    )
+    with _client(reference, insecure_registries, progress) as client:
+        return pushing.push(layout, reference, client, force=force, mount_from=sources)
+
+
+def push_built(
+    built: list[BuiltTarget],
+    destination: str,
+    *,
+    force: bool = False,
+    insecure_registries: Iterable[str] = (),
+    mount_from: Iterable[str] = (),
+    progress: Progress | None = None,
+) -> list[Pushed]:
+    """`build --push`: each built target to `destination`; with several targets each gets the
+    tag <version>-<target>, as one tag cannot name them all."""
+    from omi_build.registry import Reference  # noqa: PLC0415
+
+    reference = Reference.parse(destination)
+    if len(built) > 1 and reference.tag:
+        msg = f"--push {destination} names one tag for {len(built)} targets"
+        raise BuildError(msg, hint="push to host/repository: each target is tagged <version>-<target>")
+    pushed = []
+    for target in built:
+        where = destination
+        if len(built) > 1:
+            from omi_build.image.layout import Layout  # noqa: PLC0415
+
+            version = Layout.open(target.layout).tags()[0]
+            where = str(reference.with_tag(f"{version}-{target.target}"))
+        pushed.append(
+            push(str(target.layout), where, force=force, insecure_registries=insecure_registries,
+                 mount_from=mount_from, progress=progress)
+        )  # fmt: skip
+    return pushed
+
+
+def pull(
+    source: str, directory: Path, *, insecure_registries: Iterable[str] = (), progress: Progress | None = None
+) -> Pulled:
+    """Pull an image (every platform, every referrer) into an OCI layout at `directory`."""
+    from omi_build import push as pushing  # noqa: PLC0415
+    from omi_build.registry import Reference  # noqa: PLC0415
+
+    reference = Reference.parse(source)
+    created = not directory.exists()
+    try:
+        with _client(reference, insecure_registries, progress) as client:
+            return pushing.pull(client, reference, directory)
+    except BaseException:
+        if created:  # a failed pull into a new folder leaves nothing behind
+            import shutil  # noqa: PLC0415
+
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
+
+
+def load_image(
+    argument: str,
+    *,
+    into: str = "auto",
+    name: str | None = None,
+    platform: str | None = None,
+    storage_driver: str | None = None,
+    root: Path | None = None,
+    runroot: Path | None = None,
+    insecure_registries: Iterable[str] = (),
+    cwd: Path | None = None,
+    progress: Progress | None = None,
+) -> str:
+    """Load one platform's image (of a layout, a label, or a registry reference) into a docker
+    engine or containers-storage, for docker, podman or buildah to run; where it went."""
+    import tempfile  # noqa: PLC0415
+
+    from omi_build import engine  # noqa: PLC0415
+    from omi_build.image.layout import REF_NAME, Layout  # noqa: PLC0415
+    from omi_build.platforms import arch_of, host_platform  # noqa: PLC0415
+    from omi_build.registry import looks_like_reference  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory(prefix="omi-load-") as scratch:
+        if looks_like_reference(argument) and not (cwd or Path.cwd()).joinpath(argument).exists():
+            layout_dir = Path(scratch) / "layout"
+            pulled = pull(argument, layout_dir, insecure_registries=insecure_registries, progress=progress)
+            default_name = pulled.reference.split("@", 1)[0]
+        else:
+            layout_dir = _layout_for(argument, cwd, progress)
+            index = Layout.open(layout_dir).target_index()
+            title = index.annotations.get(REF_NAME, "latest")
+            labels = Layout.open(layout_dir).json_blob(index.digest).get("annotations", {})
+            default_name = f"{labels.get('org.opencontainers.image.title', 'omi-model')}:{title}"
+        arch = arch_of(platform or host_platform() or "linux/amd64")
+        return engine.load(
+            layout_dir, arch=arch, name=name or default_name, into=into,
+            storage_driver=storage_driver, root=root, runroot=runroot,
+        )  # fmt: skip
 
 
 def policy(
@@ -338,9 +467,44 @@ def verify(
     issuer_regexp: str = "",
     trusted_root: Path | None = None,
     require: Iterable[str] = (),
+    insecure_registries: Iterable[str] = (),
     cwd: Path | None = None,
+) -> tuple[str, list[Check]]:
+    """Verify a layout (or a label's layout, under its manifest's security.signing) offline,
+    or an image in a registry: pulled with its referrers into a scratch layout, then verified
+    the same way, so what verifies is what the registry serves."""
+    import tempfile  # noqa: PLC0415
+
+    from omi_build.registry import looks_like_reference  # noqa: PLC0415
+
+    if looks_like_reference(argument) and not (cwd or Path.cwd()).joinpath(argument).exists():
+        with tempfile.TemporaryDirectory(prefix="omi-verify-") as scratch:
+            pulled = pull(argument, Path(scratch) / "layout", insecure_registries=insecure_registries)
+            _, checks = _verify(
+                str(pulled.directory), key=key, identity=identity, identity_regexp=identity_regexp, issuer=issuer,
+                issuer_regexp=issuer_regexp, trusted_root=trusted_root, require=require, cwd=cwd,
+            )  # fmt: skip
+            return pulled.reference, checks
+    directory, checks = _verify(
+        argument, key=key, identity=identity, identity_regexp=identity_regexp, issuer=issuer,
+        issuer_regexp=issuer_regexp, trusted_root=trusted_root, require=require, cwd=cwd,
+    )  # fmt: skip
+    return str(directory), checks
+
+
+def _verify(
+    argument: str,
+    *,
+    key: Path | None,
+    identity: str,
+    identity_regexp: str,
+    issuer: str,
+    issuer_regexp: str,
+    trusted_root: Path | None,
+    require: Iterable[str],
+    cwd: Path | None,
+    signatures_required: bool = False,
 ) -> tuple[Path, list[Check]]:
-    """Verify a layout (or a label's layout, under its manifest's security.signing) offline."""
     from omi_build.errors import VerificationError  # noqa: PLC0415
     from omi_build.image.layout import Layout  # noqa: PLC0415
     from omi_build.sign import keyless, keys  # noqa: PLC0415
@@ -362,7 +526,7 @@ def verify(
             msg = f"cannot read the public key {key}: {exc.strerror}"
             raise VerificationError(msg) from exc
     who = None
-    optional = signing is not None and not signing.required
+    optional = signing is not None and not signing.required and not signatures_required
     if public is None and not (optional and not (identity or identity_regexp or issuer or issuer_regexp)):
         if not (identity or identity_regexp) or not (issuer or issuer_regexp):
             msg = "verify needs a key or a keyless identity to trust"
@@ -382,3 +546,159 @@ def verify(
         signatures_optional=optional,
     )
     return directory, verify_layout(Layout.open(directory), trust)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Deployment:
+    """What `deploy` wrote: the document, its image, what verified, the CRD problems found."""
+
+    document: dict[str, Any]
+    text: str
+    image: str
+    verified: list[Check]
+    skipped_verification: bool
+
+
+def _deployable(
+    argument: str,
+    *,
+    image: str | None,
+    trust: dict[str, Any],
+    skip_verify: bool,
+    insecure_registries: Iterable[str],
+    cwd: Path | None,
+) -> tuple[Any, list[Check]]:
+    """The verified image a deployment describes: a registry reference (pulled, verified as
+    the registry serves it), or a label or layout plus where it was pushed (`image`)."""
+    import tempfile  # noqa: PLC0415
+
+    from omi_build import deploy  # noqa: PLC0415
+    from omi_build.errors import DeployError  # noqa: PLC0415
+    from omi_build.image.layout import Layout  # noqa: PLC0415
+    from omi_build.platforms import arch_of, host_platform  # noqa: PLC0415
+    from omi_build.registry import Reference, looks_like_reference  # noqa: PLC0415
+
+    arch = arch_of(host_platform() or "linux/amd64")
+    if looks_like_reference(argument) and not (cwd or Path.cwd()).joinpath(argument).exists():
+        reference = Reference.parse(argument)
+        with tempfile.TemporaryDirectory(prefix="omi-deploy-") as scratch:
+            pulled = pull(argument, Path(scratch) / "layout", insecure_registries=insecure_registries)
+            checks = (
+                []
+                if skip_verify
+                else _verify(str(pulled.directory), cwd=cwd, signatures_required=True, **trust)[1]
+            )
+            layout = Layout.open(pulled.directory)
+            images = layout.images()
+            arch = arch if any(i.architecture == arch for i in images) else images[0].architecture
+            return deploy.read_image(layout, reference.name, arch), checks
+    if not image:
+        msg = "deploying a local image needs the registry it was pushed to"
+        raise DeployError(
+            msg, hint="pass --image host/repository (after omi-build push), or deploy host/repository:tag"
+        )
+    directory, checks = (
+        (_existing_layout(argument, cwd)[0], []) if skip_verify
+        else _verify(argument, cwd=cwd, signatures_required=True, **trust)
+    )  # fmt: skip
+    layout = Layout.open(directory)
+    images = layout.images()
+    arch = arch if any(i.architecture == arch for i in images) else images[0].architecture
+    return deploy.read_image(layout, Reference.parse(image).name, arch), checks
+
+
+def deploy_kserve(
+    argument: str,
+    *,
+    image: str | None = None,
+    mode: str = "knative",
+    name: str | None = None,
+    namespace: str | None = None,
+    crd: Path | None = None,
+    skip_verify: bool = False,
+    trust: dict[str, Any] | None = None,
+    insecure_registries: Iterable[str] = (),
+    cwd: Path | None = None,
+) -> Deployment:
+    """Verify the image (unless `skip_verify`), then describe it as a KServe InferenceService:
+    checked against the rules the CRD leaves out, and against `crd` when given."""
+    from omi_build import deploy  # noqa: PLC0415
+    from omi_build.errors import DeployError  # noqa: PLC0415
+
+    found, checks = _deployable(
+        argument, image=image, trust=_trust(trust), skip_verify=skip_verify,
+        insecure_registries=insecure_registries, cwd=cwd,
+    )  # fmt: skip
+    document = deploy.kserve(found, mode=mode, name=name, namespace=namespace)
+    problems = deploy.check_kserve(document, mode=mode)
+    if crd is not None:
+        problems += deploy.validate_crd(document, crd)
+    if problems:
+        msg = "the InferenceService would not deploy: " + "; ".join(problems)
+        raise DeployError(msg)
+    return Deployment(
+        document=document, text=deploy.to_yaml(document), image=found.reference, verified=checks,
+        skipped_verification=skip_verify,
+    )  # fmt: skip
+
+
+def deploy_modzy(
+    argument: str,
+    *,
+    image: str | None = None,
+    archive: Path | None = None,
+    skip_verify: bool = False,
+    trust: dict[str, Any] | None = None,
+    insecure_registries: Iterable[str] = (),
+    cwd: Path | None = None,
+) -> Deployment:
+    """Verify the image (unless `skip_verify`), then write what Modzy imports: its metadata,
+    and with `archive` the docker-save tar of the image (else Modzy pulls the reference)."""
+    from omi_build import deploy  # noqa: PLC0415
+
+    if archive is not None and image is None and not _is_reference(argument, cwd):
+        image = "omi-build.local/" + "model"  # the tar carries the image; the name is only a label
+    found, checks = _deployable(
+        argument, image=image, trust=_trust(trust), skip_verify=skip_verify,
+        insecure_registries=insecure_registries, cwd=cwd,
+    )  # fmt: skip
+    source = found.reference
+    if archive is not None:
+        _write_archive(argument, archive, found, cwd)
+        source = str(archive)
+    document = deploy.modzy(found, source=source)
+    return Deployment(
+        document=document, text=deploy.to_yaml(document), image=found.reference, verified=checks,
+        skipped_verification=skip_verify,
+    )  # fmt: skip
+
+
+def _is_reference(argument: str, cwd: Path | None) -> bool:
+    from omi_build.registry import looks_like_reference  # noqa: PLC0415
+
+    return looks_like_reference(argument) and not (cwd or Path.cwd()).joinpath(argument).exists()
+
+
+def _write_archive(argument: str, archive: Path, found: Any, cwd: Path | None) -> None:
+    import tempfile  # noqa: PLC0415
+
+    from omi_build import image as images  # noqa: PLC0415
+    from omi_build.image.layout import Layout  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory(prefix="omi-archive-") as scratch:
+        if _is_reference(argument, cwd):
+            directory = pull(argument, Path(scratch) / "layout").directory
+        else:
+            directory = _existing_layout(argument, cwd)[0]
+        layout = Layout.open(directory)
+        chosen = layout.images()[0]
+        model = found.config["model"]
+        images.write_docker_archive_of(
+            archive, layout, chosen, repo_tag=f"{model['name']}:{model['version']}"
+        )
+
+
+def _trust(given: dict[str, Any] | None) -> dict[str, Any]:
+    keys = ("key", "identity", "identity_regexp", "issuer", "issuer_regexp", "trusted_root", "require")
+    defaults: dict[str, Any] = {"key": None, "trusted_root": None, "require": ()}
+    return {k: (given or {}).get(k, defaults.get(k, "")) for k in keys}

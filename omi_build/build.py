@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from omi_build import describe, image, layers, policy, serving_config, settings, workspace
+from omi_build import describe, image, layers, policy, registry, serving_config, settings, workspace
 from omi_build import lock as locking
 from omi_build.download import Downloads
 from omi_build.errors import BuildError, LockError, ModelSignatureError, OmiError
@@ -22,6 +22,7 @@ from omi_build.image.layout import Layout
 from omi_build.layers import LayerBuilder
 from omi_build.lock import Lock
 from omi_build.manifest import Manifest
+from omi_build.registry.cache import RemoteLayers
 from omi_build.platforms import host_platform
 from omi_build.progress import Progress
 from omi_build.store import Store
@@ -35,6 +36,8 @@ class Options:
     locked: bool = False
     docker_archive: Path | None = None
     policy_only: bool = False  # check the security policy (layers built into the cache), write no output
+    cache_repo: str | None = None  # a registry repository shared by runners as a layer cache
+    insecure_registries: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -87,16 +90,19 @@ class _Target:
             self.manifest, self.store, target=self.name, platform=platform, wheels=entry.wheels,
             progress=self.progress,
         )  # fmt: skip
-        debs = sorted((p for p in entry.debian if not self.store.has(p.sha256)), key=lambda p: -p.size)
-        wheels = sorted((w for w in entry.wheels if not self.store.has(w.sha256)), key=lambda w: -w.size)
+        # Only what the layers still to build hold: a layer built before (here, or by another
+        # runner that shared it through the cache repo) needs none of its packages.
+        debian, wheels_needed = self.builder.needed(debian=entry.debian, wheels=entry.wheels, uid=uid)
+        debs = sorted((p for p in debian if not self.store.has(p.sha256)), key=lambda p: -p.size)
+        wheels = sorted((w for w in wheels_needed if not self.store.has(w.sha256)), key=lambda w: -w.size)
         if debs or wheels:
             self.progress.step(f"download {len(debs) + len(wheels)} files for {self.name} {platform}")
         self.downloads.request(locking.deb_sources(self.manifest, debs))
-        self.builder.unpack_on_arrival(debian=list(entry.debian), uid=uid)
+        self.builder.unpack_on_arrival(debian=debian, uid=uid)
         self.downloads.request(
             locking.wheel_sources(self.manifest, target=self.name, platform=platform, wheels=wheels)
         )
-        self.builder.unpack_on_arrival(wheels=list(entry.wheels))
+        self.builder.unpack_on_arrival(wheels=wheels_needed)
 
     def image(self, platform: str) -> PlatformImage:
         manifest, builder = self.manifest, self.builder
@@ -158,10 +164,23 @@ def run(
     if not chosen:
         msg = f"no target '{options.target}' in the selection"
         raise BuildError(msg, hint="'omi-build query' lists the targets")
-    built = []
-    for selection, target in chosen:
-        directory = output_dir(selection, target, options.output, len(chosen) > 1)
-        built.append(_target(store, selection, target, directory, options, progress))
+    remote, client = None, None
+    if options.cache_repo:
+        reference = registry.Reference.parse(options.cache_repo)
+        client = registry.Client(
+            reference, insecure=reference.registry in options.insecure_registries, progress=progress
+        )
+        remote = RemoteLayers(client, reference, store, progress)
+    try:
+        built = []
+        for selection, target in chosen:
+            directory = output_dir(selection, target, options.output, len(chosen) > 1)
+            built.append(_target(store, selection, target, directory, options, progress, remote))
+    finally:
+        if client is not None:
+            client.close()
+    if remote is not None:
+        progress.step(f"cache repo {remote.name}: {remote.pulled} layers pulled, {remote.pushed} pushed")
     return built
 
 
@@ -172,6 +191,7 @@ def _target(  # noqa: PLR0917 - the pipeline's one call, argument per stage inpu
     directory: Path,
     options: Options,
     progress: Progress,
+    remote: RemoteLayers | None = None,
 ) -> BuiltTarget:
     manifest = selection.manifest
     current = _current_lock(manifest, store, locked=options.locked, progress=progress)
@@ -207,6 +227,7 @@ def _target(  # noqa: PLR0917 - the pipeline's one call, argument per stage inpu
             python_version=python_version,
             progress=progress,
             interpreter=interpreter,
+            remote=remote,
         ) as builder,
     ):
         if host not in platforms:

@@ -104,6 +104,12 @@ class RegistryError(OmiError):
     reference: ClassVar[str] = "registry-failed"
 
 
+class DeployError(OmiError):
+    """A deployment description that would not deploy, or an image deploy cannot describe."""
+
+    reference: ClassVar[str] = "deploy-invalid"
+
+
 class RunError(OmiError):
     """The image did not start serving."""
 

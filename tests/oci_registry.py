@@ -23,7 +23,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-_ROUTE = re.compile(r"^/v2/(?P<name>.+?)/(?P<kind>blobs/uploads|blobs|manifests|tags|referrers)(?:/(?P<rest>.*))?$")
+_ROUTE = re.compile(
+    r"^/v2/(?P<name>.+?)/(?P<kind>blobs/uploads|blobs|manifests|tags|referrers)(?:/(?P<rest>.*))?$"
+)
 _MAX_BODY = 64 << 20
 INDEX = "application/vnd.oci.image.index.v1+json"
 
@@ -78,7 +80,9 @@ class _Handler(BaseHTTPRequestHandler):
             expected = base64.b64encode(f"{state.user}:{state.password}".encode()).decode()
             if given == f"Basic {expected}":
                 return True
-            self._error(401, "UNAUTHORIZED", "authentication required", {"WWW-Authenticate": 'Basic realm="test"'})
+            self._error(
+                401, "UNAUTHORIZED", "authentication required", {"WWW-Authenticate": 'Basic realm="test"'}
+            )
             return False
         if state.auth == "bearer":
             if given.startswith("Bearer ") and given[7:] in state.tokens:
@@ -139,7 +143,9 @@ class _Handler(BaseHTTPRequestHandler):
             mount, source = query.get("mount"), query.get("from")
             if mount and source and mount in state.members.get(source, set()):
                 state.members.setdefault(name, set()).add(mount)
-                self._send(201, headers={"Location": f"/v2/{name}/blobs/{mount}", "Docker-Content-Digest": mount})
+                self._send(
+                    201, headers={"Location": f"/v2/{name}/blobs/{mount}", "Docker-Content-Digest": mount}
+                )
                 return
             upload = uuid.uuid4().hex
             state.uploads[upload] = bytearray()
@@ -164,7 +170,9 @@ class _Handler(BaseHTTPRequestHandler):
         state.uploads[rest] += self._body()
         if self.command == "PATCH":
             size = len(state.uploads[rest])
-            self._send(202, headers={"Location": f"/v2/{name}/blobs/uploads/{rest}", "Range": f"0-{size - 1}"})
+            self._send(
+                202, headers={"Location": f"/v2/{name}/blobs/uploads/{rest}", "Range": f"0-{size - 1}"}
+            )
             return
         data = bytes(state.uploads.pop(rest))
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -179,7 +187,9 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.server.state
         stored = state.manifests.setdefault(name, {})
         if self.command in {"GET", "HEAD"}:
-            digest = reference if reference.startswith("sha256:") else state.tags.get(name, {}).get(reference, "")
+            digest = (
+                reference if reference.startswith("sha256:") else state.tags.get(name, {}).get(reference, "")
+            )
             if digest not in stored:
                 self._error(404, "MANIFEST_UNKNOWN", reference)
                 return
@@ -193,7 +203,9 @@ class _Handler(BaseHTTPRequestHandler):
         if any(d["digest"] not in state.members.get(name, set()) for d in needed):
             self._error(400, "MANIFEST_BLOB_UNKNOWN", "a blob it names is missing")
             return
-        if any(m["digest"] not in stored for m in raw.get("manifests", []) if not reference.startswith("sha256-")):
+        if any(
+            m["digest"] not in stored for m in raw.get("manifests", []) if not reference.startswith("sha256-")
+        ):
             self._error(400, "MANIFEST_UNKNOWN", "a manifest it names is missing")
             return
         with state.lock:
@@ -207,7 +219,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _tags(self, name: str, _rest: str, _query: dict[str, str]) -> None:
         tags = sorted(self.server.state.tags.get(name, {}))
-        self._send(200, json.dumps({"name": name, "tags": tags}).encode(), {"Content-Type": "application/json"})
+        self._send(
+            200, json.dumps({"name": name, "tags": tags}).encode(), {"Content-Type": "application/json"}
+        )
 
     def _referrers(self, name: str, digest: str, _query: dict[str, str]) -> None:
         state = self.server.state

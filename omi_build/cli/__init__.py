@@ -12,7 +12,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from omi_build import __version__, api
 from omi_build.errors import OmiError
@@ -49,10 +49,13 @@ environment:
   COSIGN_PASSWORD          the password of a cosign key (keygen, sign --key); else asked
   SIGSTORE_ID_TOKEN        an OIDC token for keyless signing (else --identity-token, or
                            GitHub Actions' own with 'permissions: id-token: write')
+  OMI_REGISTRY_USERNAME, OMI_REGISTRY_PASSWORD
+                           registry credentials (CI secrets); else REGISTRY_AUTH_FILE,
+                           containers' auth.json, docker's config.json and its helpers
 """
 
 _READS_ENVIRONMENT = frozenset(
-    {"lock", "build", "policy", "run", "test", "cache", "keygen", "sign"}
+    {"lock", "build", "policy", "run", "test", "cache", "keygen", "sign", "push", "pull", "load", "deploy", "verify"}
 )  # their --help lists ENVIRONMENT
 
 LABEL_HELP = "a directory, an omi.yaml, or a label: //pkg:target, //pkg, //pkg/..., //..., :target"
@@ -216,8 +219,16 @@ def _cmd_build(args: argparse.Namespace, io: _Streams) -> int:
         output=Path(args.output) if args.output else None,
         locked=args.locked,
         docker_archive=Path(args.docker_archive) if args.docker_archive else None,
+        cache_repo=args.cache_repo,
+        insecure_registries=args.insecure_registry,
         progress=_progress(args, io),
     )
+    pushed = []
+    if args.push:
+        pushed = api.push_built(
+            built, args.push, force=args.force, insecure_registries=args.insecure_registry,
+            mount_from=[args.cache_repo] if args.cache_repo else [], progress=_progress(args, io),
+        )  # fmt: skip
     if args.format == "json" or args.json:
         rows = [
             {
@@ -233,6 +244,9 @@ def _cmd_build(args: argparse.Namespace, io: _Streams) -> int:
             for target in built
             for image in target.images
         ]
+        if pushed:
+            io.out.write(json.dumps({"images": rows, "pushed": [_pushed_json(p) for p in pushed]}, indent=2) + "\n")
+            return 0
         io.out.write(json.dumps(rows, indent=2) + "\n")
     else:
         for image in (image for target in built for image in target.images):
@@ -241,6 +255,112 @@ def _cmd_build(args: argparse.Namespace, io: _Streams) -> int:
                 f"({image.size / 1e6:.1f} MB, {image.compressed_size / 1e6:.1f} MB compressed)\n"
                 f"  layout: {image.layout} (index {image.index})\n"
             )
+        for result in pushed:
+            _pushed_human(result, io)
+    return 0
+
+
+def _pushed_json(result: Any) -> dict[str, Any]:
+    return {
+        "reference": result.reference,
+        "digest": result.digest,
+        "images": [{"platform": platform, "digest": digest} for platform, digest in result.images],
+        "referrers": result.referrers,
+        "blobs": result.blobs,
+        "referrers_api": result.referrers_api,
+    }
+
+
+def _pushed_human(result: Any, io: _Streams) -> None:
+    blobs = ", ".join(f"{count} {state}" for state, count in result.blobs.items()) or "none"
+    where = "the referrers API" if result.referrers_api else "the fallback tag"
+    io.out.write(f"pushed {result.reference}\n")
+    for platform, digest in result.images:
+        io.out.write(f"  {platform:<12} {digest}\n")
+    io.out.write(f"  blobs: {blobs}; {result.referrers} referrers (listed by {where})\n")
+
+
+def _cmd_push(args: argparse.Namespace, io: _Streams) -> int:
+    result = api.push(
+        args.image, args.reference, force=args.force, insecure_registries=args.insecure_registry,
+        mount_from=args.mount_from, progress=_progress(args, io),
+    )  # fmt: skip
+    if args.format == "json":
+        io.out.write(json.dumps(_pushed_json(result), indent=2) + "\n")
+    else:
+        _pushed_human(result, io)
+    return 0
+
+
+def _cmd_pull(args: argparse.Namespace, io: _Streams) -> int:
+    result = api.pull(
+        args.reference, Path(args.directory), insecure_registries=args.insecure_registry, progress=_progress(args, io)
+    )
+    if args.format == "json":
+        row = {
+            "reference": result.reference, "digest": result.digest, "layout": str(result.directory),
+            "tag": result.tag, "images": [{"platform": p, "digest": d} for p, d in result.images],
+            "referrers": result.referrers, "blobs_downloaded": result.blobs,
+        }  # fmt: skip
+        io.out.write(json.dumps(row, indent=2) + "\n")
+    else:
+        io.out.write(f"pulled {result.reference} into {result.directory} (tag {result.tag})\n")
+        for platform, digest in result.images:
+            io.out.write(f"  {platform:<12} {digest}\n")
+        io.out.write(f"  {result.referrers} referrers; {result.blobs} blobs downloaded\n")
+    return 0
+
+
+def _cmd_load(args: argparse.Namespace, io: _Streams) -> int:
+    where = api.load_image(
+        args.image, into=args.into, name=args.name, platform=args.platform, storage_driver=args.storage_driver,
+        root=Path(args.root) if args.root else None, runroot=Path(args.runroot) if args.runroot else None,
+        insecure_registries=args.insecure_registry, progress=_progress(args, io),
+    )  # fmt: skip
+    if args.format == "json":
+        io.out.write(json.dumps({"loaded": where}, indent=2) + "\n")
+    else:
+        io.out.write(f"loaded into {where}\n")
+    return 0
+
+
+def _trust_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "key": Path(args.key) if args.key else None,
+        "identity": args.certificate_identity or "",
+        "identity_regexp": args.certificate_identity_regexp or "",
+        "issuer": args.certificate_oidc_issuer or "",
+        "issuer_regexp": args.certificate_oidc_issuer_regexp or "",
+        "trusted_root": Path(args.trusted_root) if args.trusted_root else None,
+        "require": [r.strip() for part in args.require for r in part.split(",") if r.strip()],
+    }
+
+
+def _cmd_deploy(args: argparse.Namespace, io: _Streams) -> int:
+    trust = _trust_arguments(args)
+    common = {
+        "image": args.image_ref, "skip_verify": args.insecure_skip_verify, "trust": trust,
+        "insecure_registries": args.insecure_registry,
+    }  # fmt: skip
+    if args.platform_name == "kserve":
+        deployment = api.deploy_kserve(
+            args.image, mode=args.mode, name=args.name, namespace=args.namespace,
+            crd=Path(args.crd) if args.crd else None, **common,
+        )  # fmt: skip
+    else:
+        deployment = api.deploy_modzy(args.image, archive=Path(args.archive) if args.archive else None, **common)
+    if args.insecure_skip_verify:
+        io.err.write("warning: --insecure-skip-verify: the image was NOT verified before deployment\n")
+    else:
+        io.err.write(f"verified {deployment.image} ({len(deployment.verified)} checks passed)\n")
+    text = json.dumps(deployment.document, indent=2) + "\n" if args.format == "json" else deployment.text
+    if args.output:
+        from omi_build import atomic  # noqa: PLC0415
+
+        atomic.write_text(Path(args.output), text)
+        io.err.write(f"wrote {args.output}\n")
+    else:
+        io.out.write(text)
     return 0
 
 
@@ -417,6 +537,7 @@ def _cmd_verify(args: argparse.Namespace, io: _Streams) -> int:
             issuer_regexp=args.certificate_oidc_issuer_regexp or "",
             trusted_root=Path(args.trusted_root) if args.trusted_root else None,
             require=require,
+            insecure_registries=args.insecure_registry,
         )
     except VerificationError as exc:
         if args.format != "json":
@@ -518,27 +639,125 @@ def _add_supply_chain(add: Callable[[str, Command, str], argparse.ArgumentParser
         metavar="LABEL|LAYOUT",
         help="an OCI layout, or a label whose built layout (and security.signing) is used",
     )
-    verify.add_argument("--key", metavar="PUB", help="the signer's public key (cosign.pub)")
-    verify.add_argument("--certificate-identity", metavar="ID", help="keyless: the signer's exact identity")
-    verify.add_argument(
+    _trust_options(verify)
+    _insecure_registry(verify)
+
+
+def _trust_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--key", metavar="PUB", help="the signer's public key (cosign.pub)")
+    parser.add_argument("--certificate-identity", metavar="ID", help="keyless: the signer's exact identity")
+    parser.add_argument(
         "--certificate-identity-regexp", metavar="RE", help="keyless: a regular expression for it"
     )
-    verify.add_argument("--certificate-oidc-issuer", metavar="URL", help="keyless: the exact OIDC issuer")
-    verify.add_argument(
+    parser.add_argument("--certificate-oidc-issuer", metavar="URL", help="keyless: the exact OIDC issuer")
+    parser.add_argument(
         "--certificate-oidc-issuer-regexp", metavar="RE", help="keyless: a regular expression for it"
     )
-    verify.add_argument(
+    parser.add_argument(
         "--trusted-root",
         metavar="FILE",
         help="keyless: a sigstore trusted_root.json (default: the public-good root in sigstore's wheel)",
     )
-    verify.add_argument(
+    parser.add_argument(
         "--require",
         action="append",
         default=[],
         metavar="LIST",
         help="also require signed attestations: sbom, provenance, model (comma-separated)",
     )
+
+
+def _insecure_registry(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--insecure-registry",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="speak plain HTTP (or unverified TLS) to this registry; a registry on a loopback address "
+        "gets plain HTTP without it when it does not answer TLS (repeatable)",
+    )
+
+
+def _add_registry(add: Callable[[str, Command, str], argparse.ArgumentParser]) -> None:
+    """push, pull, load and deploy: getting images to registries and serving platforms."""
+    push = add(
+        "push",
+        _cmd_push,
+        "push a built image to an OCI registry: every platform's manifest, the index, and every "
+        "signature, SBOM and attestation (OCI referrers; the sha256-<digest> fallback tag where the "
+        "registry lacks the referrers API); blobs it has are skipped; the tag is written last",
+    )
+    _image_argument(push)
+    push.add_argument(
+        "reference", metavar="REF", help="host[:port]/repository[:tag] (default tag: the image's version)"
+    )
+    push.add_argument("--force", action="store_true", help="move the tag if it names another image")
+    push.add_argument(
+        "--mount-from",
+        action="append",
+        default=[],
+        metavar="REF",
+        help="a repository of the same registry to mount blobs from instead of uploading (repeatable)",
+    )
+    _insecure_registry(push)
+    pull = add(
+        "pull",
+        _cmd_pull,
+        "pull an image with every platform and every referrer into an OCI layout (what verify, "
+        "run, test and deploy take), checking every digest",
+    )
+    pull.add_argument("reference", metavar="REF", help="host[:port]/repository:tag or …@sha256:<digest>")
+    pull.add_argument("directory", metavar="DIR", help="an empty or new folder (or an earlier pull)")
+    _insecure_registry(pull)
+    load = add(
+        "load",
+        _cmd_load,
+        "load an image (a layout, a label or a registry reference) into a docker engine that "
+        "answers, else into containers-storage, for docker, podman or buildah to run (uses skopeo)",
+    )
+    load.add_argument("image", metavar="LABEL|LAYOUT|REF", help="what to load")
+    load.add_argument(
+        "--into", choices=("auto", "docker", "containers-storage"), default="auto", help="default: auto"
+    )
+    load.add_argument("--name", metavar="NAME:TAG", help="the name it gets (default: the model's name:version)")
+    load.add_argument("--platform", metavar="P", help="which platform's image (default: this machine's)")
+    load.add_argument("--storage-driver", metavar="DRIVER", help="containers-storage's driver, e.g. vfs")
+    load.add_argument("--root", metavar="DIR", help="containers-storage's root (buildah/podman --root)")
+    load.add_argument("--runroot", metavar="DIR", help="containers-storage's run root")
+    _insecure_registry(load)
+    deploy = add(
+        "deploy",
+        _cmd_deploy,
+        "verify an image (signatures and the manifest's signing policy), then write what a serving "
+        "platform takes: a KServe InferenceService pinned by digest, or Modzy's model metadata "
+        "(and docker-archive tar); refuses what does not verify",
+    )
+    deploy.add_argument("platform_name", choices=("kserve", "modzy"), metavar="kserve|modzy", help="where to")
+    deploy.add_argument(
+        "image", metavar="REF|LABEL|LAYOUT", help="a registry reference (verified as the registry serves it), "
+        "or a built image with --image naming where it was pushed",
+    )  # fmt: skip
+    deploy.add_argument(
+        "--image", dest="image_ref", metavar="REF", help="the registry repository a local image was pushed to"
+    )
+    deploy.add_argument(
+        "--mode", choices=("knative", "raw"), default="knative",
+        help="kserve: Knative (port h2c, the default) or RawDeployment (port grpc-omi)",
+    )  # fmt: skip
+    deploy.add_argument("--name", metavar="NAME", help="kserve: the InferenceService's name (default: the model's)")
+    deploy.add_argument("--namespace", metavar="NS", help="kserve: its namespace")
+    deploy.add_argument(
+        "--crd", metavar="FILE", help="kserve: also validate against this InferenceService CRD "
+        "(kubectl get crd inferenceservices.serving.kserve.io -o yaml)",
+    )  # fmt: skip
+    deploy.add_argument("--archive", metavar="FILE", help="modzy: also write the docker-archive tar Modzy imports")
+    deploy.add_argument("--output", metavar="FILE", help="write the description here (default: stdout)")
+    deploy.add_argument(
+        "--insecure-skip-verify", action="store_true",
+        help="deploy WITHOUT verifying signatures (spelled out on purpose; never in production)",
+    )  # fmt: skip
+    _trust_options(deploy)
+    _insecure_registry(deploy)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -629,6 +848,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="also write a tar that 'docker load' and 'podman load' accept (first platform)",
     )
+    build.add_argument(
+        "--push",
+        metavar="REF",
+        help="then push each target's image to REF (host/repository[:tag]), as 'omi-build push' does",
+    )
+    build.add_argument("--force", action="store_true", help="with --push: move a tag that names another image")
+    build.add_argument(
+        "--cache-repo",
+        metavar="REF",
+        help="share built layers through this registry repository: layers other runners built are "
+        "pulled instead of built, and layers built here are pushed (plain OCI manifests, one tag per layer)",
+    )
+    _insecure_registry(build)
     # Folded into the global --format json; kept, unlisted, for scripts that still pass it.
     build.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     checks = add(
@@ -671,6 +903,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with clean: keep the downloaded packages, remove what was built from them",
     )
     _add_supply_chain(add)
+    _add_registry(add)
     query = add("query", _cmd_query, "list the targets that labels select, one label a line")
     query.add_argument("labels", nargs="*", metavar="LABEL", help=f"{LABEL_HELP} (default: //...)")
     return parser

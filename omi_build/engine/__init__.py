@@ -132,6 +132,53 @@ def _load_into(engine: str, layout: Path, ref: str, name: str) -> str:
     return image or loaded.stdout.strip().splitlines()[-1]
 
 
+def load(
+    layout: Path,
+    *,
+    arch: str,
+    name: str,
+    into: str = "auto",
+    storage_driver: str | None = None,
+    root: Path | None = None,
+    runroot: Path | None = None,
+) -> str:
+    """Copy one platform's image into a docker engine (when `into` is docker, or auto and one
+    answers) or into containers-storage, which podman, buildah and cri-o read; say where.
+    skopeo does the copy: it writes both stores exactly as their own tools do."""
+    ref = _resolve_ref(layout, arch)
+    if into == "auto":
+        into = "docker" if _engine() == "docker" else "containers-storage"
+    if into == "docker":
+        destination = f"docker-daemon:{name}"
+    else:
+        spec = ""
+        if storage_driver or root or runroot:
+            rootless = os.geteuid() != 0
+            graph = root or (
+                Path.home() / ".local/share/containers/storage"
+                if rootless
+                else Path("/var/lib/containers/storage")
+            )
+            run_dir = runroot or (
+                Path(os.environ.get("XDG_RUNTIME_DIR", "/tmp")) / "containers"
+                if rootless
+                else Path("/run/containers/storage")  # noqa: S108
+            )
+            spec = f"[{storage_driver + '@' if storage_driver else ''}{graph}+{run_dir}]"
+        destination = f"containers-storage:{spec}{name}"
+    command = [_require("skopeo", "skopeo"), "copy", "-q", f"oci:{layout}:{ref}", destination]
+    copied = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
+    if copied.returncode != 0:
+        msg = f"skopeo could not load the image into {into}: {copied.stderr.strip()}"
+        hint = (
+            "is the docker daemon running and its socket readable?"
+            if into == "docker"
+            else "pass --storage-driver vfs where overlay does not work (nested containers, odd file systems)"
+        )
+        raise ToolError(msg, hint=hint)
+    return destination
+
+
 def emulator(arch: str) -> Path | None:
     """The qemu-user emulator that runs `arch` binaries here, or None when the host runs them."""
     if arch == host_machine():

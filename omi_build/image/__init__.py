@@ -25,6 +25,7 @@ from .layout import (
     INDEX_TYPE,
     MANIFEST_TYPE,
     REF_NAME,
+    Image,
     Layout,
     index,
     write_layout,
@@ -32,7 +33,7 @@ from .layout import (
 
 __all__ = [
     "CONFIG_TYPE", "INDEX_TYPE", "MANIFEST_TYPE", "REF_NAME", "Layout", "PlatformImage", "assemble",
-    "canonical", "digest_of", "index", "oci_annotations", "write_docker_archive", "write_layout",
+    "canonical", "digest_of", "index", "oci_annotations", "write_docker_archive", "write_docker_archive_of", "write_layout",
 ]  # fmt: skip
 
 PYTHON_FLAGS = ("-I", "-u")  # isolated (no PYTHON* variables, no user site), unbuffered logs
@@ -193,8 +194,29 @@ def write_docker_archive(
     path: Path, layout: Path, image: PlatformImage, *, repo_tag: str, epoch: int
 ) -> None:
     """A tar that `docker load` and `podman load` accept: the image's blobs plus manifest.json."""
-    blob_names = [f"blobs/sha256/{layer.blob.digest.removeprefix('sha256:')}" for layer in image.layers]
-    config_name = f"blobs/sha256/{digest_of(image.config).removeprefix('sha256:')}"
+    _docker_archive(
+        path, layout, digest_of(image.config), [layer.blob.digest for layer in image.layers],
+        repo_tag=repo_tag, epoch=epoch,
+    )  # fmt: skip
+
+
+def write_docker_archive_of(path: Path, layout: Layout, image: Image, *, repo_tag: str) -> None:
+    """The same tar for an image of an existing layout (a pulled one, for Modzy)."""
+    config = image.manifest["config"]["digest"]
+    created = layout.json_blob(config).get("created", "")
+    epoch = 0
+    if created:
+        epoch = int(datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp())
+    _docker_archive(
+        path, layout.directory, config, [d.digest for d in image.layers], repo_tag=repo_tag, epoch=epoch
+    )
+
+
+def _docker_archive(
+    path: Path, layout: Path, config_digest: str, layer_digests: list[str], *, repo_tag: str, epoch: int
+) -> None:
+    blob_names = [f"blobs/sha256/{digest.removeprefix('sha256:')}" for digest in layer_digests]
+    config_name = f"blobs/sha256/{config_digest.removeprefix('sha256:')}"
     manifest_json = canonical([{"Config": config_name, "RepoTags": [repo_tag], "Layers": blob_names}])
 
     def add(tar: tarfile.TarFile, name: str, data: bytes | None = None, source: Path | None = None) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 from omi_build import atomic
 from omi_build.digests import canonical, digest_of
@@ -244,8 +244,21 @@ def model_file_digests(
     return dict(sorted(found.items()))
 
 
+class RemoteCache(Protocol):
+    """A build cache shared between machines (a registry's cache repo): layer records by key."""
+
+    def fetch(self, key: str) -> str | None:
+        """The record of the layer built for `key` (its blob now in the store), or None."""
+        ...
+
+    def publish(self, key: str, record: str) -> None:
+        """Share the layer `record` names, unless it is shared already."""
+        ...
+
+
 class LayerBuilder:
-    """Builds layers into a store, skipping any whose inputs were built before.
+    """Builds layers into a store, skipping any whose inputs were built before (here, or on
+    another machine that shared them through `remote`).
 
     Use it as a context manager: it owns the pool that unpacks archives in the background.
     """
@@ -260,8 +273,10 @@ class LayerBuilder:
         python_version: str,
         progress: Progress,
         interpreter: Sequence[DebPackage] = (),
+        remote: RemoteCache | None = None,
     ) -> None:
         self.store = store
+        self.remote = remote
         self.compression: Compression = compression
         self.epoch = epoch
         self.progress = progress
@@ -305,6 +320,22 @@ class LayerBuilder:
             return None
         return Layer(name="", blob=blob, inventory=inventory, facts=facts)
 
+    def _shared(self, key: str) -> Layer | None:
+        """The layer from the remote cache, recorded here; None where it has none (call under
+        the layer's store lock)."""
+        if self.remote is None or (shared := self.remote.fetch(key)) is None:
+            return None
+        self.records.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(self.records / f"{key}.json", shared)
+        return self._built(key)
+
+    def _prefetch(self, key: str) -> bool:
+        """Whether the layer is here now, locally built or fetched from the remote cache."""
+        if self._built(key) is not None:
+            return True
+        with self.store.lock(f"layer-{key}"):
+            return self._built(key) is not None or self._shared(key) is not None
+
     def layer(
         self,
         name: str,
@@ -315,10 +346,15 @@ class LayerBuilder:
         """The layer for `inputs`: from the cache, or built (`build` gives its entries, then
         `describe` the packages it holds, recorded with it)."""
         key = self._key(inputs)
+        record_path = self.records / f"{key}.json"
         if (found := self._built(key)) is not None:
+            if self.remote is not None:
+                self.remote.publish(key, record_path.read_text(encoding="utf-8"))
             return dataclasses.replace(found, name=name)
         with self.store.lock(f"layer-{key}"):
             if (found := self._built(key)) is not None:
+                return dataclasses.replace(found, name=name)
+            if (found := self._shared(key)) is not None:
                 return dataclasses.replace(found, name=name)
             self.progress.step(f"layer {name}")
             entries = build()
@@ -327,8 +363,11 @@ class LayerBuilder:
                 entries, self.store, compression=self.compression, epoch=self.epoch, pool=self._compressing
             )
             inventory = tuple(describe())
+            record = _record(blob, inventory, facts)
             self.records.mkdir(parents=True, exist_ok=True)
-            atomic.write_text(self.records / f"{key}.json", _record(blob, inventory, facts))
+            atomic.write_text(record_path, record)
+        if self.remote is not None:
+            self.remote.publish(key, record)
         return Layer(name=name, blob=blob, inventory=inventory, facts=facts)
 
     def _debian_plan(self, debs: list[DebPackage], uid: int) -> tuple[Any, list[Archive]]:
@@ -349,14 +388,38 @@ class LayerBuilder:
             plan.append((name, inputs, archives))
         return plan
 
+    def _plans(
+        self, debian: Sequence[DebPackage], wheels: Sequence[Wheel], uid: int
+    ) -> list[tuple[list[Archive], bool]]:
+        """Each layer's archives, and whether the layer is here (built, or fetched now from the
+        remote cache, side by side)."""
+        plans = [*self._wheel_plan(list(wheels))]
+        if debian:
+            plans.append(("debian", *self._debian_plan(list(debian), uid)))
+        keys = [self._key(inputs) for _, inputs, _ in plans]
+        if self.remote is None:
+            here = [self._built(key) is not None for key in keys]
+        else:
+            with ThreadPoolExecutor(max_workers=4, thread_name_prefix="cache-repo") as pool:
+                here = list(pool.map(self._prefetch, keys))
+        return [(archives, done) for (_, _, archives), done in zip(plans, here, strict=True)]
+
+    def needed(
+        self, *, debian: Sequence[DebPackage] = (), wheels: Sequence[Wheel] = (), uid: int = 0
+    ) -> tuple[list[DebPackage], list[Wheel]]:
+        """The packages of the layers neither built here nor in the remote cache: the ones to
+        download. (A layer holds all its packages or is cached whole, so the subsets keep the
+        layers' keys.)"""
+        wanted = {
+            a.sha256 for archives, done in self._plans(debian, wheels, uid) if not done for a in archives
+        }
+        return [p for p in debian if p.sha256 in wanted], [w for w in wheels if w.sha256 in wanted]
+
     def unpack_on_arrival(
         self, *, debian: Sequence[DebPackage] = (), wheels: Sequence[Wheel] = (), uid: int = 0
     ) -> None:
         """Unpack the archives of the layers not built yet as their downloads come in."""
-        plans = [*self._wheel_plan(list(wheels))]
-        if debian:
-            plans.append(("debian", *self._debian_plan(list(debian), uid)))
-        unbuilt = [archives for _, inputs, archives in plans if self._built(self._key(inputs)) is None]
+        unbuilt = [archives for archives, done in self._plans(debian, wheels, uid) if not done]
         self.unpacker.unpack_on_arrival([archive for archives in unbuilt for archive in archives])
 
     def debian(self, debs: list[DebPackage], *, uid: int) -> Layer:

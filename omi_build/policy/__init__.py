@@ -297,11 +297,14 @@ TMP_SIZE = "64Mi"  # the one writable path, in memory
 def pod_security(manifest: Manifest, target: str) -> dict[str, Any]:
     """The Kubernetes settings that carry the same policy into a deployment: the pod's and the
     container's securityContext, and the container's resources (a GPU for a CUDA target)."""
-    uid = manifest.security.user
-    spec = manifest.target(target)
+    return pod_security_for(manifest.security.user, manifest.target(target).accelerator)
+
+
+def pod_security_for(uid: int, accelerator: str) -> dict[str, Any]:
+    """pod_security for an image's user and accelerator (what deploy reads from a built image)."""
     resources: dict[str, Any] = {}
-    if spec.accelerator == "cuda":
-        resources = {"limits": {"nvidia.com/gpu": 1}}
+    if accelerator == "cuda":
+        resources = {"limits": {"nvidia.com/gpu": 1}, "requests": {"nvidia.com/gpu": 1}}
     return {
         "pod": {
             "runAsNonRoot": True,
@@ -319,5 +322,5 @@ def pod_security(manifest: Manifest, target: str) -> dict[str, Any]:
 
 __all__ = [
     "TMP_SIZE", "Result", "check_files", "check_image", "check_licenses", "check_model", "check_secrets",
-    "check_size", "container_security", "enforce", "license_verdict", "parse_size", "pod_security",
+    "check_size", "container_security", "enforce", "license_verdict", "parse_size", "pod_security", "pod_security_for",
 ]  # fmt: skip

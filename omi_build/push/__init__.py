@@ -51,7 +51,8 @@ def _platform(raw: dict[str, Any]) -> str:
 
 def _blobs_of(manifest: dict[str, Any]) -> list[Descriptor]:
     config = manifest.get("config")
-    return [Descriptor.of(config)] * bool(config) + [Descriptor.of(layer) for layer in manifest.get("layers", [])]
+    found = [Descriptor.of(config)] if isinstance(config, dict) else []
+    return found + [Descriptor.of(layer) for layer in manifest.get("layers", [])]
 
 
 def push(
@@ -66,7 +67,9 @@ def push(
     """Push the layout's target (its index under `tag`, the only one when None) to `reference`."""
     if reference.digest:
         msg = f"cannot push to a digest ({reference}): the registry names it after the bytes"
-        raise RegistryError(msg, hint="push to a tag, e.g. host/repo:1.0.0, or to host/repo (the image's version)")
+        raise RegistryError(
+            msg, hint="push to a tag, e.g. host/repo:1.0.0, or to host/repo (the image's version)"
+        )
     target = layout.target_index(tag)
     name = reference.tag or target.annotations.get(REF_NAME) or "latest"
     repository = reference.repository
@@ -107,7 +110,12 @@ def push(
     api = False
     for found in referrers.values():
         for descriptor in found:
-            api = client.put_manifest(repository, descriptor.digest, layout.blob(descriptor.digest), MANIFEST_TYPE) or api
+            api = (
+                client.put_manifest(
+                    repository, descriptor.digest, layout.blob(descriptor.digest), MANIFEST_TYPE
+                )
+                or api
+            )
     if not api:
         with ThreadPoolExecutor(max_workers=_PARALLEL, thread_name_prefix="referrers") as pool:
             list(
@@ -117,7 +125,9 @@ def push(
                 )
             )
     for subject, descriptor in classic_found:
-        client.put_manifest(repository, tag_of_signature(subject), layout.blob(descriptor.digest), MANIFEST_TYPE)
+        client.put_manifest(
+            repository, tag_of_signature(subject), layout.blob(descriptor.digest), MANIFEST_TYPE
+        )
     client.put_manifest(repository, name, layout.blob(target.digest), INDEX_TYPE)  # the tag goes last
     return Pushed(
         reference=str(reference.with_tag(name).with_digest(target.digest)),
@@ -178,12 +188,20 @@ def pull(client: Client, reference: Reference, directory: Path) -> Pulled:
     tag = reference.tag or str((raw.get("annotations") or {}).get(VERSION) or "") or top.digest[7:19]
     children: list[tuple[dict[str, Any], dict[str, Any]]] = []
     if top.media_type in {INDEX_TYPE, "application/vnd.docker.distribution.manifest.list.v2+json"}:
-        children = [(entry, _manifest(client, repository, entry["digest"], layout)) for entry in raw.get("manifests", [])]
+        children = [
+            (entry, _manifest(client, repository, entry["digest"], layout))
+            for entry in raw.get("manifests", [])
+        ]
     blobs = [d for _, manifest in children for d in _blobs_of(manifest)]
     if not children:
         blobs = _blobs_of(raw)
     entries: list[dict[str, Any]] = [
-        {"mediaType": top.media_type, "digest": top.digest, "size": len(top.data), "annotations": {REF_NAME: tag}}
+        {
+            "mediaType": top.media_type,
+            "digest": top.digest,
+            "size": len(top.data),
+            "annotations": {REF_NAME: tag},
+        }
     ]
     for entry, _ in children:
         arch = (entry.get("platform") or {}).get("architecture", "unknown")
@@ -208,7 +226,9 @@ def pull(client: Client, reference: Reference, directory: Path) -> Pulled:
     layout.list_all(entries)  # last: index.json names only what is there
     return Pulled(
         directory=directory,
-        reference=str(reference.with_tag(tag).with_digest(top.digest)) if reference.tag else f"{reference.name}@{top.digest}",
+        reference=str(reference.with_tag(tag).with_digest(top.digest))
+        if reference.tag
+        else f"{reference.name}@{top.digest}",
         digest=top.digest,
         tag=tag,
         images=tuple((_platform(entry), entry["digest"]) for entry, _ in children),
@@ -230,5 +250,3 @@ def referrers_of(client: Client, reference: Reference) -> list[dict[str, Any]]:
         for subject in subjects
         for descriptor in list_referrers(client, repository, subject)
     ]
-
-

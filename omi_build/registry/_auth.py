@@ -75,7 +75,9 @@ def _from_entry(entry: Any, source: str) -> Credentials | None:
             raise RegistryError(msg, hint="log in again (docker login, podman login)") from exc
         return Credentials(username=user, password=password, source=source)
     if entry.get("username"):
-        return Credentials(username=str(entry["username"]), password=str(entry.get("password", "")), source=source)
+        return Credentials(
+            username=str(entry["username"]), password=str(entry.get("password", "")), source=source
+        )
     return None
 
 
@@ -86,7 +88,12 @@ def _helper(name: str, registry: str, source: str) -> Credentials | None:
         raise RegistryError(msg, hint="install the helper, or remove it from the file")
     try:
         answer = subprocess.run(  # noqa: S603 - a helper the user's own config names
-            [program, "get"], input=registry, capture_output=True, text=True, timeout=_HELPER_TIMEOUT_S, check=False
+            [program, "get"],
+            input=registry,
+            capture_output=True,
+            text=True,
+            timeout=_HELPER_TIMEOUT_S,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         msg = f"the credential helper docker-credential-{name} failed: {exc}"
@@ -115,7 +122,9 @@ def _from_file(path: Path, registry: str, repository: str) -> Credentials | None
         return None
     except (OSError, ValueError) as exc:
         msg = f"cannot read the registry auth file {path}: {exc}"
-        raise RegistryError(msg, hint="fix or remove the file, or point REGISTRY_AUTH_FILE at another") from exc
+        raise RegistryError(
+            msg, hint="fix or remove the file, or point REGISTRY_AUTH_FILE at another"
+        ) from exc
     if not isinstance(raw, dict):
         return None
     helpers = raw.get("credHelpers") or {}

@@ -137,7 +137,9 @@ class Client:
         if found is None:
             timeout = settings.network_timeout_s()
             if scheme == "https":
-                found = http.client.HTTPSConnection(netloc, timeout=timeout, context=self._tls(), blocksize=_READ)
+                found = http.client.HTTPSConnection(
+                    netloc, timeout=timeout, context=self._tls(), blocksize=_READ
+                )
             else:
                 found = http.client.HTTPConnection(netloc, timeout=timeout, blocksize=_READ)
             pool[(scheme, netloc)] = found
@@ -208,7 +210,12 @@ class Client:
         for scheme in ("https", "http"):
             try:
                 reply = self._exchange("GET", f"{scheme}://{self.api}/v2/", {}, None, None)
-            except (ssl.SSLError, ConnectionResetError, http.client.RemoteDisconnected, http.client.BadStatusLine) as exc:
+            except (
+                ssl.SSLError,
+                ConnectionResetError,
+                http.client.RemoteDisconnected,
+                http.client.BadStatusLine,
+            ) as exc:
                 failure = exc  # no TLS there: plain HTTP, where allowed
                 if not (self.loopback or self.insecure):
                     msg = f"{self.registry} does not answer TLS ({exc.__class__.__name__}: {exc})"
@@ -219,7 +226,9 @@ class Client:
                 continue
             except (OSError, http.client.HTTPException) as exc:
                 msg = f"cannot reach the registry {self.registry}: {_reason(exc)}"
-                raise RegistryError(msg, hint="check the address and port, and that the registry runs") from exc
+                raise RegistryError(
+                    msg, hint="check the address and port, and that the registry runs"
+                ) from exc
             if reply.status == 401:
                 self._challenge = _parse_challenge(reply.header("WWW-Authenticate"))
             elif reply.status != 200:
@@ -262,18 +271,25 @@ class Client:
         data = None
         if creds is not None and creds.identity_token:
             data = urllib.parse.urlencode(
-                {**query, "grant_type": "refresh_token", "refresh_token": creds.identity_token, "client_id": "omi-build"}
+                {
+                    **query,
+                    "grant_type": "refresh_token",
+                    "refresh_token": creds.identity_token,
+                    "client_id": "omi-build",
+                }
             ).encode()
             request = urllib.request.Request(realm, data=data, headers=headers, method="POST")  # noqa: S310
         else:
             if creds is not None and creds.username:
-                headers["Authorization"] = "Basic " + base64.b64encode(
-                    f"{creds.username}:{creds.password}".encode()
-                ).decode()
+                headers["Authorization"] = (
+                    "Basic " + base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
+                )
             request = urllib.request.Request(f"{realm}?{urllib.parse.urlencode(query)}", headers=headers)  # noqa: S310
         context = self._tls() if realm.startswith("https://") else None
         try:
-            with urllib.request.urlopen(request, timeout=settings.network_timeout_s(), context=context) as answer:  # noqa: S310
+            with urllib.request.urlopen(
+                request, timeout=settings.network_timeout_s(), context=context
+            ) as answer:  # noqa: S310
                 raw = json.loads(answer.read(1 << 20))
         except urllib.error.HTTPError as exc:
             raise self._refused(exc.code, creds, f"the token service {realm}") from exc
@@ -328,7 +344,9 @@ class Client:
             except (OSError, http.client.HTTPException) as exc:
                 if attempt >= attempts or isinstance(exc, ssl.SSLCertVerificationError):
                     msg = f"{method} {url} failed: {_reason(exc)}"
-                    raise Broken(msg, hint="the registry dropped the connection; run the command again") from exc
+                    raise Broken(
+                        msg, hint="the registry dropped the connection; run the command again"
+                    ) from exc
                 _backoff(attempt)
                 continue
             if reply.status == 401:
@@ -343,7 +361,9 @@ class Client:
                 raise self._refused(401, self._credentials(repository), self.registry)
             if reply.status == 403:
                 msg = f"{self.registry} denied {method} on {repository}: {reply.errors() or 'HTTP 403'}"
-                raise RegistryError(msg, hint=f"the credentials may not {'push to' if push else 'pull from'} {repository}")
+                raise RegistryError(
+                    msg, hint=f"the credentials may not {'push to' if push else 'pull from'} {repository}"
+                )
             if reply.status in _TRANSIENT and attempt < attempts:
                 _backoff(attempt, reply.header("Retry-After"))
                 continue
@@ -354,7 +374,9 @@ class Client:
         reply = self.request("HEAD", f"/v2/{repository}/blobs/{digest}", repository=repository, push=True)
         return reply.status == 200
 
-    def download_blob(self, repository: str, digest: str, destination: Path, *, size: int | None = None, what: str = "") -> None:
+    def download_blob(
+        self, repository: str, digest: str, destination: Path, *, size: int | None = None, what: str = ""
+    ) -> None:
         """The blob, streamed to `destination` (renamed into place only once its sha256 matched)."""
         label = what or digest[:19]
         expected = digest.removeprefix("sha256:")
@@ -372,9 +394,13 @@ class Client:
                             done += len(chunk)
                             self.progress.transfer(label, done, size)
 
-                    reply = self.request("GET", f"/v2/{repository}/blobs/{digest}", repository=repository, sink=sink)
+                    reply = self.request(
+                        "GET", f"/v2/{repository}/blobs/{digest}", repository=repository, sink=sink
+                    )
                     if reply.status in {301, 302, 303, 307, 308}:  # storage behind the registry (S3, GCS)
-                        with urllib.request.urlopen(reply.header("Location"), timeout=settings.network_timeout_s()) as moved:  # noqa: S310
+                        with urllib.request.urlopen(
+                            reply.header("Location"), timeout=settings.network_timeout_s()
+                        ) as moved:  # noqa: S310
                             sink(moved)
                     elif reply.status == 404:
                         msg = f"{self.registry}/{repository} lacks the blob {digest}"
@@ -383,7 +409,9 @@ class Client:
                         msg = f"GET blob {digest} from {self.registry}/{repository}: HTTP {reply.status} {reply.errors()}"
                         raise RegistryError(msg)
                 if hasher.hexdigest() != expected:
-                    msg = f"the blob {digest} from {self.registry}/{repository} has sha256 {hasher.hexdigest()}"
+                    msg = (
+                        f"the blob {digest} from {self.registry}/{repository} has sha256 {hasher.hexdigest()}"
+                    )
                     raise RegistryError(msg, hint="the registry served damaged or different bytes")
                 temporary.replace(destination)
                 return
@@ -415,12 +443,16 @@ class Client:
             if source == repository:
                 continue
             query = urllib.parse.urlencode({"mount": digest, "from": source})
-            reply = self.request("POST", f"/v2/{repository}/blobs/uploads/?{query}", repository=repository, push=True)
+            reply = self.request(
+                "POST", f"/v2/{repository}/blobs/uploads/?{query}", repository=repository, push=True
+            )
             if reply.status == 201:
                 return "mounted"
             if reply.status == 202:  # not mounted: the registry opened an upload instead; cancel it
                 with contextlib.suppress(RegistryError):
-                    self.request("DELETE", reply.header("Location"), repository=repository, push=True, retry=False)
+                    self.request(
+                        "DELETE", reply.header("Location"), repository=repository, push=True, retry=False
+                    )
         label = what or digest[:19]
         attempts = settings.network_attempts()
         for attempt in range(1, attempts + 1):
@@ -430,11 +462,15 @@ class Client:
             except _Retry as exc:
                 if attempt == attempts:
                     msg = f"uploading {label} to {self.registry}/{repository} failed {attempts} times: {exc}"
-                    raise RegistryError(msg, hint="the registry dropped the connection; run the command again") from exc
+                    raise RegistryError(
+                        msg, hint="the registry dropped the connection; run the command again"
+                    ) from exc
                 _backoff(attempt)
         raise AssertionError  # pragma: no cover - the loop returns or raises
 
-    def _upload(self, repository: str, digest: str, size: int, opener: Callable[[], IO[bytes]], label: str) -> None:
+    def _upload(
+        self, repository: str, digest: str, size: int, opener: Callable[[], IO[bytes]], label: str
+    ) -> None:
         try:
             start = self.request("POST", f"/v2/{repository}/blobs/uploads/", repository=repository, push=True)
             if start.status != 202:
@@ -490,7 +526,10 @@ class Client:
     def get_manifest(self, repository: str, identifier: str) -> Manifest | None:
         """A manifest or index by tag or digest (checked against the digest), or None if absent."""
         reply = self.request(
-            "GET", f"/v2/{repository}/manifests/{identifier}", repository=repository, headers={"Accept": MANIFEST_ACCEPT}
+            "GET",
+            f"/v2/{repository}/manifests/{identifier}",
+            repository=repository,
+            headers={"Accept": MANIFEST_ACCEPT},
         )
         if reply.status == 404:
             return None
@@ -499,7 +538,9 @@ class Client:
             raise RegistryError(msg)
         if len(reply.data) > MAX_MANIFEST_BYTES:
             msg = f"the manifest {identifier} in {self.registry}/{repository} is over {MAX_MANIFEST_BYTES >> 20} MiB"
-            raise RegistryError(msg, hint="no image manifest is that big: the registry is not serving a manifest")
+            raise RegistryError(
+                msg, hint="no image manifest is that big: the registry is not serving a manifest"
+            )
         digest = "sha256:" + hashlib.sha256(reply.data).hexdigest()
         if identifier.startswith("sha256:") and digest != identifier:
             msg = f"{self.registry}/{repository} served {digest} for the manifest {identifier}"
@@ -515,7 +556,10 @@ class Client:
     def manifest_digest(self, repository: str, identifier: str) -> str | None:
         """What a tag points at (HEAD, falling back to GET where the registry omits the digest)."""
         reply = self.request(
-            "HEAD", f"/v2/{repository}/manifests/{identifier}", repository=repository, headers={"Accept": MANIFEST_ACCEPT}
+            "HEAD",
+            f"/v2/{repository}/manifests/{identifier}",
+            repository=repository,
+            headers={"Accept": MANIFEST_ACCEPT},
         )
         if reply.status == 404:
             return None
@@ -559,7 +603,10 @@ class Client:
     def referrers(self, repository: str, digest: str) -> list[dict[str, Any]] | None:
         """The referrers API's answer for `digest`, or None where the registry has no such API."""
         reply = self.request(
-            "GET", f"/v2/{repository}/referrers/{digest}", repository=repository, headers={"Accept": INDEX_TYPE}
+            "GET",
+            f"/v2/{repository}/referrers/{digest}",
+            repository=repository,
+            headers={"Accept": INDEX_TYPE},
         )
         if reply.status != 200 or not reply.header("Content-Type").startswith(INDEX_TYPE):
             return None

@@ -132,7 +132,9 @@ def test_concurrent_writers_of_one_fallback_index_lose_nothing() -> None:
         reference = Reference.parse(f"{address}/race")
         client = _client(reference)
         for blob in (b"{}",):
-            client.upload_blob("race", digest_of(blob), len(blob), lambda blob=blob: __import__("io").BytesIO(blob))
+            client.upload_blob(
+                "race", digest_of(blob), len(blob), lambda blob=blob: __import__("io").BytesIO(blob)
+            )
         descriptors = [
             {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest_of(bytes([n])), "size": 1,
              "artifactType": f"application/x-test-{n}"}
@@ -157,7 +159,9 @@ def test_concurrent_writers_of_one_fallback_index_lose_nothing() -> None:
         assert len([r for r in state.requests if r[0] == "PUT"]) >= 8
 
 
-def test_a_registry_that_drops_the_connection_mid_push_leaves_no_tag(tmp_path: Path, key: keys.PrivateKey, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_registry_that_drops_the_connection_mid_push_leaves_no_tag(
+    tmp_path: Path, key: keys.PrivateKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("OMI_NETWORK_ATTEMPTS", "1")
     layout = _signed(tmp_path, key)
     with oci_registry.serve(drop_puts_after=3) as (address, state):
@@ -175,7 +179,9 @@ def test_an_existing_tag_is_not_moved_unless_forced(tmp_path: Path, key: keys.Pr
     with oci_registry.serve() as (address, state):
         reference = Reference.parse(f"{address}/tiny:{TAG}")
         client = _client(reference)
-        empty = canonical({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []})
+        empty = canonical(
+            {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []}
+        )
         client.put_manifest("tiny", TAG, empty, "application/vnd.oci.image.index.v1+json")
         with pytest.raises(RegistryError, match="already names another image") as refused:
             push(layout, reference, client)
