@@ -19,11 +19,11 @@ from omi_build.progress import Progress, Silent
 
 if TYPE_CHECKING:  # imported for annotations only: each costs start-up time in the CLI
     from omi_build.build import BuiltTarget
-    from omi_build.push import Pulled, Pushed
-    from omi_build.registry import Client, Reference
     from omi_build.cache import Usage
     from omi_build.engine import Running
     from omi_build.examples import Outcome
+    from omi_build.push import Pulled, Pushed
+    from omi_build.registry import Client, Reference
 
 
 def validate(arguments: Iterable[str], cwd: Path | None = None) -> list[Manifest]:
@@ -481,8 +481,9 @@ def verify(
         with tempfile.TemporaryDirectory(prefix="omi-verify-") as scratch:
             pulled = pull(argument, Path(scratch) / "layout", insecure_registries=insecure_registries)
             _, checks = _verify(
-                str(pulled.directory), key=key, identity=identity, identity_regexp=identity_regexp, issuer=issuer,
-                issuer_regexp=issuer_regexp, trusted_root=trusted_root, require=require, cwd=cwd,
+                str(pulled.directory), key=key, identity=identity, identity_regexp=identity_regexp,
+                issuer=issuer, issuer_regexp=issuer_regexp, trusted_root=trusted_root, require=require,
+                cwd=cwd,
             )  # fmt: skip
             return pulled.reference, checks
     directory, checks = _verify(

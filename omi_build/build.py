@@ -22,9 +22,9 @@ from omi_build.image.layout import Layout
 from omi_build.layers import LayerBuilder
 from omi_build.lock import Lock
 from omi_build.manifest import Manifest
-from omi_build.registry.cache import RemoteLayers
 from omi_build.platforms import host_platform
 from omi_build.progress import Progress
+from omi_build.registry.cache import RemoteLayers
 from omi_build.store import Store
 
 

@@ -104,6 +104,12 @@ class RegistryError(OmiError):
     reference: ClassVar[str] = "registry-failed"
 
 
+class RegistryConnectionError(RegistryError):
+    """The connection to a registry broke on every try (or on the one try an upload's chunk gets)."""
+
+    reference: ClassVar[str] = "registry-connection-broken"
+
+
 class DeployError(OmiError):
     """A deployment description that would not deploy, or an image deploy cannot describe."""
 

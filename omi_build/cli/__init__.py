@@ -55,7 +55,21 @@ environment:
 """
 
 _READS_ENVIRONMENT = frozenset(
-    {"lock", "build", "policy", "run", "test", "cache", "keygen", "sign", "push", "pull", "load", "deploy", "verify"}
+    {
+        "lock",
+        "build",
+        "policy",
+        "run",
+        "test",
+        "cache",
+        "keygen",
+        "sign",
+        "push",
+        "pull",
+        "load",
+        "deploy",
+        "verify",
+    }
 )  # their --help lists ENVIRONMENT
 
 LABEL_HELP = "a directory, an omi.yaml, or a label: //pkg:target, //pkg, //pkg/..., //..., :target"
@@ -245,7 +259,9 @@ def _cmd_build(args: argparse.Namespace, io: _Streams) -> int:
             for image in target.images
         ]
         if pushed:
-            io.out.write(json.dumps({"images": rows, "pushed": [_pushed_json(p) for p in pushed]}, indent=2) + "\n")
+            io.out.write(
+                json.dumps({"images": rows, "pushed": [_pushed_json(p) for p in pushed]}, indent=2) + "\n"
+            )
             return 0
         io.out.write(json.dumps(rows, indent=2) + "\n")
     else:
@@ -294,7 +310,10 @@ def _cmd_push(args: argparse.Namespace, io: _Streams) -> int:
 
 def _cmd_pull(args: argparse.Namespace, io: _Streams) -> int:
     result = api.pull(
-        args.reference, Path(args.directory), insecure_registries=args.insecure_registry, progress=_progress(args, io)
+        args.reference,
+        Path(args.directory),
+        insecure_registries=args.insecure_registry,
+        progress=_progress(args, io),
     )
     if args.format == "json":
         row = {
@@ -313,7 +332,8 @@ def _cmd_pull(args: argparse.Namespace, io: _Streams) -> int:
 
 def _cmd_load(args: argparse.Namespace, io: _Streams) -> int:
     where = api.load_image(
-        args.image, into=args.into, name=args.name, platform=args.platform, storage_driver=args.storage_driver,
+        args.image, into=args.into, name=args.name, platform=args.platform,
+        storage_driver=args.storage_driver,
         root=Path(args.root) if args.root else None, runroot=Path(args.runroot) if args.runroot else None,
         insecure_registries=args.insecure_registry, progress=_progress(args, io),
     )  # fmt: skip
@@ -348,7 +368,9 @@ def _cmd_deploy(args: argparse.Namespace, io: _Streams) -> int:
             crd=Path(args.crd) if args.crd else None, **common,
         )  # fmt: skip
     else:
-        deployment = api.deploy_modzy(args.image, archive=Path(args.archive) if args.archive else None, **common)
+        deployment = api.deploy_modzy(
+            args.image, archive=Path(args.archive) if args.archive else None, **common
+        )
     if args.insecure_skip_verify:
         io.err.write("warning: --insecure-skip-verify: the image was NOT verified before deployment\n")
     else:
@@ -719,7 +741,9 @@ def _add_registry(add: Callable[[str, Command, str], argparse.ArgumentParser]) -
     load.add_argument(
         "--into", choices=("auto", "docker", "containers-storage"), default="auto", help="default: auto"
     )
-    load.add_argument("--name", metavar="NAME:TAG", help="the name it gets (default: the model's name:version)")
+    load.add_argument(
+        "--name", metavar="NAME:TAG", help="the name it gets (default: the model's name:version)"
+    )
     load.add_argument("--platform", metavar="P", help="which platform's image (default: this machine's)")
     load.add_argument("--storage-driver", metavar="DRIVER", help="containers-storage's driver, e.g. vfs")
     load.add_argument("--root", metavar="DIR", help="containers-storage's root (buildah/podman --root)")
@@ -734,7 +758,8 @@ def _add_registry(add: Callable[[str, Command, str], argparse.ArgumentParser]) -
     )
     deploy.add_argument("platform_name", choices=("kserve", "modzy"), metavar="kserve|modzy", help="where to")
     deploy.add_argument(
-        "image", metavar="REF|LABEL|LAYOUT", help="a registry reference (verified as the registry serves it), "
+        "image", metavar="REF|LABEL|LAYOUT",
+        help="a registry reference (verified as the registry serves it), "
         "or a built image with --image naming where it was pushed",
     )  # fmt: skip
     deploy.add_argument(
@@ -744,13 +769,17 @@ def _add_registry(add: Callable[[str, Command, str], argparse.ArgumentParser]) -
         "--mode", choices=("knative", "raw"), default="knative",
         help="kserve: Knative (port h2c, the default) or RawDeployment (port grpc-omi)",
     )  # fmt: skip
-    deploy.add_argument("--name", metavar="NAME", help="kserve: the InferenceService's name (default: the model's)")
+    deploy.add_argument(
+        "--name", metavar="NAME", help="kserve: the InferenceService's name (default: the model's)"
+    )
     deploy.add_argument("--namespace", metavar="NS", help="kserve: its namespace")
     deploy.add_argument(
         "--crd", metavar="FILE", help="kserve: also validate against this InferenceService CRD "
         "(kubectl get crd inferenceservices.serving.kserve.io -o yaml)",
     )  # fmt: skip
-    deploy.add_argument("--archive", metavar="FILE", help="modzy: also write the docker-archive tar Modzy imports")
+    deploy.add_argument(
+        "--archive", metavar="FILE", help="modzy: also write the docker-archive tar Modzy imports"
+    )
     deploy.add_argument("--output", metavar="FILE", help="write the description here (default: stdout)")
     deploy.add_argument(
         "--insecure-skip-verify", action="store_true",
@@ -853,7 +882,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="REF",
         help="then push each target's image to REF (host/repository[:tag]), as 'omi-build push' does",
     )
-    build.add_argument("--force", action="store_true", help="with --push: move a tag that names another image")
+    build.add_argument(
+        "--force", action="store_true", help="with --push: move a tag that names another image"
+    )
     build.add_argument(
         "--cache-repo",
         metavar="REF",

@@ -162,12 +162,12 @@ def load(
             run_dir = runroot or (
                 Path(os.environ.get("XDG_RUNTIME_DIR", "/tmp")) / "containers"
                 if rootless
-                else Path("/run/containers/storage")  # noqa: S108
+                else Path("/run/containers/storage")
             )
             spec = f"[{storage_driver + '@' if storage_driver else ''}{graph}+{run_dir}]"
         destination = f"containers-storage:{spec}{name}"
     command = [_require("skopeo", "skopeo"), "copy", "-q", f"oci:{layout}:{ref}", destination]
-    copied = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
+    copied = subprocess.run(command, capture_output=True, text=True, check=False)
     if copied.returncode != 0:
         msg = f"skopeo could not load the image into {into}: {copied.stderr.strip()}"
         hint = (

@@ -33,7 +33,8 @@ from .layout import (
 
 __all__ = [
     "CONFIG_TYPE", "INDEX_TYPE", "MANIFEST_TYPE", "REF_NAME", "Layout", "PlatformImage", "assemble",
-    "canonical", "digest_of", "index", "oci_annotations", "write_docker_archive", "write_docker_archive_of", "write_layout",
+    "canonical", "digest_of", "index", "oci_annotations", "write_docker_archive",
+    "write_docker_archive_of", "write_layout",
 ]  # fmt: skip
 
 PYTHON_FLAGS = ("-I", "-u")  # isolated (no PYTHON* variables, no user site), unbuffered logs
@@ -206,7 +207,7 @@ def write_docker_archive_of(path: Path, layout: Layout, image: Image, *, repo_ta
     created = layout.json_blob(config).get("created", "")
     epoch = 0
     if created:
-        epoch = int(datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp())
+        epoch = int(datetime.fromisoformat(created).timestamp())
     _docker_archive(
         path, layout.directory, config, [d.digest for d in image.layers], repo_tag=repo_tag, epoch=epoch
     )

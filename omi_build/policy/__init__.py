@@ -322,5 +322,6 @@ def pod_security_for(uid: int, accelerator: str) -> dict[str, Any]:
 
 __all__ = [
     "TMP_SIZE", "Result", "check_files", "check_image", "check_licenses", "check_model", "check_secrets",
-    "check_size", "container_security", "enforce", "license_verdict", "parse_size", "pod_security", "pod_security_for",
+    "check_size", "container_security", "enforce", "license_verdict", "parse_size", "pod_security",
+    "pod_security_for",
 ]  # fmt: skip

@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from omi_build.errors import RegistryError
-from omi_build.image.layout import INDEX_TYPE, MANIFEST_TYPE, REF_NAME, Descriptor, Layout, tag_of_signature
+from omi_build.image.layout import (
+    INDEX_TYPE,
+    MANIFEST_TYPE,
+    REF_NAME,
+    Descriptor,
+    Image,
+    Layout,
+    tag_of_signature,
+)
 from omi_build.registry import Client, Reference, add_referrers, list_referrers
 
 _PARALLEL = 4
@@ -55,6 +63,23 @@ def _blobs_of(manifest: dict[str, Any]) -> list[Descriptor]:
     return found + [Descriptor.of(layer) for layer in manifest.get("layers", [])]
 
 
+def _contents(
+    layout: Layout, target: Descriptor, images: list[Image]
+) -> tuple[dict[str, list[Descriptor]], list[tuple[str, Descriptor]], dict[str, Descriptor]]:
+    """The referrers of the index and of each image, cosign's classic signatures, and every
+    blob all of them name."""
+    subjects = [target.digest, *(image.digest for image in images)]
+    referrers = {subject: layout.referrers(subject) for subject in subjects}
+    classic = [(subject, layout.tagged(tag_of_signature(subject))) for subject in subjects]
+    classic_found = [(subject, d) for subject, d in classic if d is not None]
+    blobs: dict[str, Descriptor] = {}
+    for image in images:
+        blobs.update({d.digest: d for d in _blobs_of(image.manifest)})
+    for descriptor in [d for found in referrers.values() for d in found] + [d for _, d in classic_found]:
+        blobs.update({d.digest: d for d in _blobs_of(layout.json_blob(descriptor.digest))})
+    return referrers, classic_found, blobs
+
+
 def push(
     layout: Layout,
     reference: Reference,
@@ -79,15 +104,7 @@ def push(
         raise RegistryError(msg, hint="push under a new tag (a new version), or pass --force to move the tag")
 
     images = layout.images(target.annotations.get(REF_NAME))
-    subjects = [target.digest, *(image.digest for image in images)]
-    referrers = {subject: layout.referrers(subject) for subject in subjects}
-    classic = [(subject, layout.tagged(tag_of_signature(subject))) for subject in subjects]
-    classic_found = [(subject, d) for subject, d in classic if d is not None]
-    blobs: dict[str, Descriptor] = {}
-    for image in images:
-        blobs.update({d.digest: d for d in _blobs_of(image.manifest)})
-    for descriptor in [d for found in referrers.values() for d in found] + [d for _, d in classic_found]:
-        blobs.update({d.digest: d for d in _blobs_of(layout.json_blob(descriptor.digest))})
+    referrers, classic_found, blobs = _contents(layout, target, images)
 
     def upload(descriptor: Descriptor) -> str:
         path = layout.blob_path(descriptor.digest)

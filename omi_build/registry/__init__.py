@@ -24,7 +24,6 @@ from ._client import (
     CHUNK_BYTES,
     INDEX_TYPE,
     MANIFEST_TYPE,
-    Broken,
     Client,
     Manifest,
 )
@@ -34,7 +33,6 @@ __all__ = [
     "CHUNK_BYTES",
     "INDEX_TYPE",
     "MANIFEST_TYPE",
-    "Broken",
     "Client",
     "Credentials",
     "Manifest",

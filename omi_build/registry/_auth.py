@@ -87,7 +87,7 @@ def _helper(name: str, registry: str, source: str) -> Credentials | None:
         msg = f"{source} names the credential helper '{name}', but docker-credential-{name} is not on PATH"
         raise RegistryError(msg, hint="install the helper, or remove it from the file")
     try:
-        answer = subprocess.run(  # noqa: S603 - a helper the user's own config names
+        answer = subprocess.run(
             [program, "get"],
             input=registry,
             capture_output=True,
@@ -101,7 +101,8 @@ def _helper(name: str, registry: str, source: str) -> Credentials | None:
     if answer.returncode != 0:
         if "not found" in (answer.stdout + answer.stderr).lower():
             return None  # the helper holds nothing for this registry
-        msg = f"the credential helper docker-credential-{name} failed: {answer.stderr.strip() or answer.stdout.strip()}"
+        said = answer.stderr.strip() or answer.stdout.strip()
+        msg = f"the credential helper docker-credential-{name} failed: {said}"
         raise RegistryError(msg)
     try:
         raw = json.loads(answer.stdout)

@@ -33,10 +33,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Self
 
 from omi_build import atomic, settings
-from omi_build.errors import RegistryError
+from omi_build.errors import RegistryConnectionError, RegistryError
 from omi_build.progress import Progress, Silent
 
 from ._auth import Credentials, credentials
@@ -46,7 +46,7 @@ INDEX_TYPE = "application/vnd.oci.image.index.v1+json"
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_LIST_TYPE = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
-MANIFEST_ACCEPT = ", ".join((INDEX_TYPE, MANIFEST_TYPE, DOCKER_LIST_TYPE, DOCKER_MANIFEST_TYPE))
+MANIFEST_ACCEPT = f"{INDEX_TYPE}, {MANIFEST_TYPE}, {DOCKER_LIST_TYPE}, {DOCKER_MANIFEST_TYPE}"
 MAX_MANIFEST_BYTES = 4 << 20  # what distribution itself accepts: a bigger one is refused, not read
 CHUNK_BYTES = 8 << 20  # blobs above this go up in PATCHes of this size (with progress)
 _READ = 1 << 20
@@ -87,10 +87,6 @@ class Manifest:
 
 class _Retry(Exception):  # noqa: N818 - control flow inside one upload
     pass
-
-
-class Broken(RegistryError):
-    """The connection failed on every try (or on the one try a non-idempotent request gets)."""
 
 
 Body = bytes | Callable[[], IO[bytes]] | None
@@ -159,7 +155,7 @@ class Client:
         for connection in every:
             connection.close()
 
-    def __enter__(self) -> Client:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -221,7 +217,8 @@ class Client:
                     msg = f"{self.registry} does not answer TLS ({exc.__class__.__name__}: {exc})"
                     raise RegistryError(
                         msg,
-                        hint=f"if it is a plain-HTTP registry you trust, pass --insecure-registry {self.registry}",
+                        hint="if it is a plain-HTTP registry you trust, pass "
+                        f"--insecure-registry {self.registry}",
                     ) from exc
                 continue
             except (OSError, http.client.HTTPException) as exc:
@@ -287,9 +284,9 @@ class Client:
             request = urllib.request.Request(f"{realm}?{urllib.parse.urlencode(query)}", headers=headers)  # noqa: S310
         context = self._tls() if realm.startswith("https://") else None
         try:
-            with urllib.request.urlopen(
+            with urllib.request.urlopen(  # noqa: S310 - realm checked to be http(s) above
                 request, timeout=settings.network_timeout_s(), context=context
-            ) as answer:  # noqa: S310
+            ) as answer:
                 raw = json.loads(answer.read(1 << 20))
         except urllib.error.HTTPError as exc:
             raise self._refused(exc.code, creds, f"the token service {realm}") from exc
@@ -344,7 +341,7 @@ class Client:
             except (OSError, http.client.HTTPException) as exc:
                 if attempt >= attempts or isinstance(exc, ssl.SSLCertVerificationError):
                     msg = f"{method} {url} failed: {_reason(exc)}"
-                    raise Broken(
+                    raise RegistryConnectionError(
                         msg, hint="the registry dropped the connection; run the command again"
                     ) from exc
                 _backoff(attempt)
@@ -394,34 +391,39 @@ class Client:
                             done += len(chunk)
                             self.progress.transfer(label, done, size)
 
-                    reply = self.request(
-                        "GET", f"/v2/{repository}/blobs/{digest}", repository=repository, sink=sink
-                    )
-                    if reply.status in {301, 302, 303, 307, 308}:  # storage behind the registry (S3, GCS)
-                        with urllib.request.urlopen(
-                            reply.header("Location"), timeout=settings.network_timeout_s()
-                        ) as moved:  # noqa: S310
-                            sink(moved)
-                    elif reply.status == 404:
-                        msg = f"{self.registry}/{repository} lacks the blob {digest}"
-                        raise RegistryError(msg, hint="push the image again")
-                    elif reply.status != 200:
-                        msg = f"GET blob {digest} from {self.registry}/{repository}: HTTP {reply.status} {reply.errors()}"
-                        raise RegistryError(msg)
+                    self._get_blob(repository, digest, sink)
                 if hasher.hexdigest() != expected:
                     msg = (
                         f"the blob {digest} from {self.registry}/{repository} has sha256 {hasher.hexdigest()}"
                     )
                     raise RegistryError(msg, hint="the registry served damaged or different bytes")
                 temporary.replace(destination)
-                return
             except (OSError, http.client.HTTPException) as exc:
                 if attempt == settings.network_attempts():
                     msg = f"downloading {label} from {self.registry} broke off: {_reason(exc)}"
                     raise RegistryError(msg, hint="run the command again") from exc
                 _backoff(attempt)
+            else:
+                return
             finally:
                 temporary.unlink(missing_ok=True)
+
+    def _get_blob(self, repository: str, digest: str, sink: Callable[[Any], None]) -> None:
+        """GET a blob into `sink`, following the registry to its storage (S3, GCS)."""
+        reply = self.request("GET", f"/v2/{repository}/blobs/{digest}", repository=repository, sink=sink)
+        moved_to = reply.header("Location")
+        if reply.status in {301, 302, 303, 307, 308} and moved_to.startswith(("https://", "http://")):
+            # storage behind the registry (S3, GCS): fetched without the registry's token
+            with urllib.request.urlopen(  # noqa: S310 - http(s) checked
+                moved_to, timeout=settings.network_timeout_s()
+            ) as moved:
+                sink(moved)
+        elif reply.status == 404:
+            msg = f"{self.registry}/{repository} lacks the blob {digest}"
+            raise RegistryError(msg, hint="push the image again")
+        elif reply.status != 200:
+            msg = f"GET blob {digest} from {self.registry}/{repository}: {_status(reply)}"
+            raise RegistryError(msg)
 
     def upload_blob(
         self,
@@ -458,7 +460,6 @@ class Client:
         for attempt in range(1, attempts + 1):
             try:
                 self._upload(repository, digest, size, opener, label)
-                return "uploaded"
             except _Retry as exc:
                 if attempt == attempts:
                     msg = f"uploading {label} to {self.registry}/{repository} failed {attempts} times: {exc}"
@@ -466,6 +467,8 @@ class Client:
                         msg, hint="the registry dropped the connection; run the command again"
                     ) from exc
                 _backoff(attempt)
+            else:
+                return "uploaded"
         raise AssertionError  # pragma: no cover - the loop returns or raises
 
     def _upload(
@@ -474,7 +477,7 @@ class Client:
         try:
             start = self.request("POST", f"/v2/{repository}/blobs/uploads/", repository=repository, push=True)
             if start.status != 202:
-                msg = f"{self.registry} refused to start an upload to {repository}: HTTP {start.status} {start.errors()}"
+                msg = f"{self.registry} refused to start an upload to {repository}: {_status(start)}"
                 raise RegistryError(msg)
             location = start.header("Location")
             if size > CHUNK_BYTES:
@@ -495,7 +498,8 @@ class Client:
                         body=_piece(opener, offset, length),
                     )
                     if reply.status != 202:
-                        raise _Retry(f"PATCH answered HTTP {reply.status} {reply.errors()}")
+                        said = f"PATCH answered {_status(reply)}"
+                        raise _Retry(said)
                     location = reply.header("Location") or location
                     offset += length
                     self.progress.transfer(label, offset, size)
@@ -513,12 +517,13 @@ class Client:
                 headers={"Content-Type": "application/octet-stream", "Content-Length": str(length)},
                 body=body,
             )
-        except Broken as exc:
+        except RegistryConnectionError as exc:
             raise _Retry(str(exc)) from exc
         if reply.status in _TRANSIENT:
-            raise _Retry(f"PUT answered HTTP {reply.status}")
+            said = f"PUT answered {_status(reply)}"
+            raise _Retry(said)
         if reply.status != 201:
-            msg = f"{self.registry} refused the blob {digest} for {repository}: HTTP {reply.status} {reply.errors()}"
+            msg = f"{self.registry} refused the blob {digest} for {repository}: {_status(reply)}"
             raise RegistryError(msg)
         self.progress.transfer(label, size, size)
 
@@ -534,10 +539,11 @@ class Client:
         if reply.status == 404:
             return None
         if reply.status != 200:
-            msg = f"GET manifest {identifier} from {self.registry}/{repository}: HTTP {reply.status} {reply.errors()}"
+            msg = f"GET manifest {identifier} from {self.registry}/{repository}: {_status(reply)}"
             raise RegistryError(msg)
         if len(reply.data) > MAX_MANIFEST_BYTES:
-            msg = f"the manifest {identifier} in {self.registry}/{repository} is over {MAX_MANIFEST_BYTES >> 20} MiB"
+            limit = MAX_MANIFEST_BYTES >> 20
+            msg = f"the manifest {identifier} in {self.registry}/{repository} is over {limit} MiB"
             raise RegistryError(
                 msg, hint="no image manifest is that big: the registry is not serving a manifest"
             )
@@ -580,7 +586,7 @@ class Client:
             body=data,
         )
         if reply.status not in {200, 201}:
-            msg = f"{self.registry} refused the manifest {identifier} for {repository}: HTTP {reply.status} {reply.errors()}"
+            msg = f"{self.registry} refused the manifest {identifier} for {repository}: {_status(reply)}"
             raise RegistryError(msg, hint="the registry may lack a blob it names, or refuse its media type")
         return bool(reply.header("OCI-Subject"))
 
@@ -612,6 +618,10 @@ class Client:
             return None
         manifests = json.loads(reply.data).get("manifests") or []
         return [m for m in manifests if isinstance(m, dict)]
+
+
+def _status(reply: Reply) -> str:
+    return f"HTTP {reply.status} {reply.errors()}".strip()
 
 
 def _piece(opener: Callable[[], IO[bytes]], offset: int, length: int) -> Callable[[], IO[bytes]]:

@@ -77,9 +77,12 @@ class RemoteLayers:
             if not self.store.has(blob["digest"]):
                 self.store.blobs.mkdir(parents=True, exist_ok=True)
                 self.client.download_blob(
-                    self.repository, blob["digest"], self.store.path_for(blob["digest"]), size=int(layer["size"]),
+                    self.repository,
+                    blob["digest"],
+                    self.store.path_for(blob["digest"]),
+                    size=int(layer["size"]),
                     what=f"cached layer {blob['digest'][7:19]}",
-                )  # fmt: skip
+                )
         except RegistryError as exc:
             self._failed(f"reading {tag_of(key)[:18]}", exc)
             return None
