@@ -9,7 +9,7 @@ PYTEST_ARGS := $(if $(TESTS),-k "$(TESTS)",)
 # Debian packages the integration tests and the main job call (daemonless container tools).
 DEBIAN_PACKAGES := buildah skopeo umoci runc qemu-user-static gpgv debian-archive-keyring ca-certificates nghttp2-client docker-registry
 
-.PHONY: generate help deps dev lock-dev lint fmt test test-integration test-runtime check demo bench update-golden clean
+.PHONY: generate help deps dev lock-dev lint fmt test test-integration test-runtime check demo demo-registry bench update-golden clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -74,6 +74,21 @@ demo: deps dev ## the main job: validate, check the lock, build the iris example
 	COSIGN_PASSWORD=demo $(BIN)/omi-build sign --key $(DEMO_KEY).key $(DEMO)
 	$(BIN)/omi-build verify --key $(DEMO_KEY).pub --require sbom,provenance,model $(DEMO)
 	$(BIN)/omi-build test $(DEMO)
+	@if [ -n "$(REGISTRY)" ]; then set -e; \
+	  echo "== push, pull, verify and deploy through $(REGISTRY)"; \
+	  $(BIN)/omi-build push $(DEMO) $(REGISTRY)/iris-classifier; \
+	  rm -rf omi-out/demo-pulled; $(BIN)/omi-build pull $(REGISTRY)/iris-classifier:1.0.0 omi-out/demo-pulled; \
+	  $(BIN)/omi-build verify --key $(DEMO_KEY).pub --require sbom,provenance,model $(REGISTRY)/iris-classifier:1.0.0; \
+	  $(BIN)/omi-build deploy kserve --key $(DEMO_KEY).pub $(REGISTRY)/iris-classifier:1.0.0 --output omi-out/iris-inferenceservice.yaml; \
+	fi
+
+# A throwaway registry (Debian's docker-registry) on 127.0.0.1:5000 for the demo: started,
+# used, stopped; its storage under omi-out/registry.
+demo-registry: deps dev ## the main job, then push, pull, verify and deploy through a local registry
+	@mkdir -p omi-out/registry && printf 'version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: "127.0.0.1:5000"}\n' "$(CURDIR)/omi-out/registry/data" > omi-out/registry/config.yml
+	@env -u REGISTRY_AUTH_FILE docker-registry serve omi-out/registry/config.yml > omi-out/registry/log 2>&1 & echo $$! > omi-out/registry/pid; \
+	  trap 'kill $$(cat omi-out/registry/pid) 2>/dev/null' EXIT; sleep 1; \
+	  $(MAKE) --no-print-directory demo REGISTRY=127.0.0.1:5000
 
 bench: deps dev ## print the benchmark figures (bench/*.py)
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
