@@ -49,7 +49,7 @@ def _registry(root: Path) -> tuple[str, subprocess.Popen[bytes]]:
     )  # fmt: skip
     for _ in range(200):
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1).close()  # noqa: S310
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1).close()
             break
         except (urllib.error.URLError, OSError):
             time.sleep(0.05)
@@ -61,8 +61,8 @@ def _omi(*args: str, cache: Path, ok: bool = True) -> float:
     env.pop("SOURCE_DATE_EPOCH", None)
     start = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "omi_build", "--format", "json", *args], env=env, capture_output=True, text=True,
-        check=False,
+        [sys.executable, "-m", "omi_build", "--format", "json", *args],
+        env=env, capture_output=True, text=True, check=False,
     )  # fmt: skip
     elapsed = time.perf_counter() - start
     if ok and done.returncode != 0:

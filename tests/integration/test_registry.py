@@ -182,12 +182,12 @@ def test_an_unreachable_registry_is_clear(iris_build: tuple[Path, list[BuiltImag
         api.push(str(images[0].layout), f"127.0.0.1:{free_port()}/iris")
 
 
-def _build(example: Path, cache: Path, out: Path, cache_repo: str) -> subprocess.Popen[str]:
+def _build(example: Path, cache: Path, out: Path, cache_repo: str, *extra: str) -> subprocess.Popen[str]:
     env = {**os.environ, "OMI_BUILD_CACHE": str(cache)}
     env.pop("SOURCE_DATE_EPOCH", None)
     command = [
         sys.executable, "-m", "omi_build", "--format", "json", "build", "--locked", str(example),
-        "--output", str(out), "--cache-repo", cache_repo,
+        "--output", str(out), "--cache-repo", cache_repo, *extra,
     ]  # fmt: skip
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -207,11 +207,15 @@ def test_runners_share_layers_through_a_cache_repo(
         _, err = runner.communicate(timeout=600)
         assert runner.returncode == 0, err
     # A third with an empty cache: every layer comes from the repo, no package is downloaded.
-    fresh = _build(example, tmp_path / "empty", tmp_path / "out-fresh", cache_repo)
+    fresh = _build(
+        example, tmp_path / "empty", tmp_path / "out-fresh", cache_repo, "--push", f"{registry}/ci/iris"
+    )
     out, err = fresh.communicate(timeout=600)
     assert fresh.returncode == 0, err
     built = json.loads(out)
-    assert {row["digest"] for row in built} == {image.digest for image in images}
+    assert {row["digest"] for row in built["images"]} == {image.digest for image in images}
+    assert built["pushed"][0]["digest"] == images[0].index  # build --push, mounted from the cache repo
+    assert "mounted" in built["pushed"][0]["blobs"]
     store = Store(tmp_path / "empty")
     held = {p.name for p in store.blobs.iterdir()}
     assert held <= built_blobs(store), "the fresh runner downloaded packages instead of layers"
