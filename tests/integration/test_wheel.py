@@ -30,7 +30,9 @@ def _install_wheel(tmp_path: Path) -> Path:
     """omi-build built as a wheel and installed alone (its declared dependencies only) in a new venv."""
     uv = _uv()
     source = tmp_path / "src"
-    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".venv*", ".git", ".*_cache", "__pycache__", "omi-out"))
+    shutil.copytree(
+        REPO, source, ignore=shutil.ignore_patterns(".venv*", ".git", ".*_cache", "__pycache__", "omi-out")
+    )
     subprocess.run(
         [uv, "build", "--wheel", "--out-dir", str(tmp_path / "dist"), str(source)],
         check=True,
