@@ -25,7 +25,7 @@ from omi_build.image.layout import (
     Layout,
     tag_of_signature,
 )
-from omi_build.registry import Client, Reference, add_referrers, list_referrers
+from omi_build.registry import Client, Reference, add_referrers, checked_digest, list_referrers
 
 _PARALLEL = 4
 VERSION = "org.opencontainers.image.version"
@@ -58,9 +58,13 @@ def _platform(raw: dict[str, Any]) -> str:
 
 
 def _blobs_of(manifest: dict[str, Any]) -> list[Descriptor]:
+    """The config and layers a manifest names, each digest checked before it names a file."""
     config = manifest.get("config")
     found = [Descriptor.of(config)] if isinstance(config, dict) else []
-    return found + [Descriptor.of(layer) for layer in manifest.get("layers", [])]
+    found += [Descriptor.of(layer) for layer in manifest.get("layers") or []]
+    for descriptor in found:
+        checked_digest(descriptor.digest, what="a blob")
+    return found
 
 
 def _contents(
@@ -171,7 +175,7 @@ def _fetch_blobs(client: Client, repository: str, layout: Layout, descriptors: I
 
 
 def _manifest(client: Client, repository: str, digest: str, layout: Layout) -> dict[str, Any]:
-    found = client.get_manifest(repository, digest)
+    found = client.get_manifest(repository, checked_digest(digest, what="a manifest"))
     if found is None:
         msg = f"{client.registry}/{repository} lacks the manifest {digest} its index names"
         raise RegistryError(msg, hint="push the image again")

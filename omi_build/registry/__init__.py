@@ -13,6 +13,7 @@ meanwhile is merged and written again.
 from __future__ import annotations
 
 import random
+import re
 import time
 from typing import Any
 
@@ -39,6 +40,7 @@ __all__ = [
     "Reference",
     "add_referrers",
     "auth_files",
+    "checked_digest",
     "credentials",
     "fallback_tag",
     "list_referrers",
@@ -47,6 +49,17 @@ __all__ = [
 
 _FALLBACK_ROUNDS = 12
 _SETTLE_S = (0.15, 0.35)  # the pause before the confirming read: longer than a writer's round trip
+
+
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def checked_digest(value: object, *, what: str) -> str:
+    """A digest a registry gave, refused unless it is sha256:<64 hex> (it names files here)."""
+    if not isinstance(value, str) or not _DIGEST.fullmatch(value):
+        msg = f"the registry gave {what} a malformed digest {str(value)[:80]!r}"
+        raise RegistryError(msg, hint="the registry or what was pushed to it is broken or hostile")
+    return value
 
 
 def fallback_tag(digest: str) -> str:

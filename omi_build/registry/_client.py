@@ -181,8 +181,9 @@ class Client:
                 data = b""
             else:
                 data = response.read(MAX_MANIFEST_BYTES + 1)
-                if not response.isclosed():
-                    response.read()  # drained, so the connection can be reused
+                if not response.isclosed():  # too big to be an answer: not kept, not reused
+                    self._drop(parts.scheme, parts.netloc)
+                    return Reply(status=response.status, headers=response.headers, data=data)
             if response.will_close:
                 self._drop(parts.scheme, parts.netloc)
             return Reply(status=response.status, headers=response.headers, data=data)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import threading
 from typing import Any
 
@@ -32,6 +33,7 @@ from ._reference import Reference
 RECORD_ANNOTATION = "dev.omi-build.layer.record"
 ARTIFACT_TYPE = "application/vnd.dev.omi-build.layer.v1"
 _EMPTY = b"{}"
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _EMPTY_TYPE = "application/vnd.oci.empty.v1+json"
 
 
@@ -72,8 +74,8 @@ class RemoteLayers:
             record = str(manifest["annotations"][RECORD_ANNOTATION])
             blob = json.loads(record)["blob"]
             layer = manifest["layers"][0]
-            if layer["digest"] != blob["digest"]:
-                return None  # not an entry this tool wrote
+            if layer["digest"] != blob["digest"] or not _DIGEST.fullmatch(str(blob["digest"])):
+                return None  # not an entry this tool wrote (its digest names a file here)
             if not self.store.has(blob["digest"]):
                 self.store.blobs.mkdir(parents=True, exist_ok=True)
                 self.client.download_blob(

@@ -198,3 +198,22 @@ def test_bad_references_and_missing_images_are_clear(tmp_path: Path) -> None:
     closed = Reference.parse(f"{address}/tiny:1")  # the server is gone
     with pytest.raises(RegistryError, match="cannot reach the registry"):
         _client(closed).manifest_digest("tiny", "1")
+
+
+def test_a_hostile_registry_cannot_name_files_outside_the_layout(tmp_path: Path) -> None:
+    hostile = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": "sha256:../../../escape", "size": 2},
+        "layers": [],
+    }  # fmt: skip
+    data = json.dumps(hostile).encode()
+    digest = digest_of(data)
+    with oci_registry.serve() as (address, state):
+        state.manifests["evil"] = {digest: (data, "application/vnd.oci.image.manifest.v1+json")}
+        state.tags["evil"] = {"1": digest}
+        reference = Reference.parse(f"{address}/evil:1")
+        with pytest.raises(RegistryError, match="malformed digest"):
+            pull(_client(reference), reference, tmp_path / "out" / "layout")
+    assert not list(tmp_path.rglob("*escape*"))
