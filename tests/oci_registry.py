@@ -44,6 +44,7 @@ class State:
     tokens: set[str] = field(default_factory=set)
     requests: list[tuple[str, str]] = field(default_factory=list)
     drop_puts_after: int | None = None  # close the connection mid-upload after this many PUT/PATCH
+    busy: int = 0  # answer this many of the next requests 503 (a registry under load)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -113,6 +114,12 @@ class _Handler(BaseHTTPRequestHandler):
             state.requests.append((self.command, parts.path))
         if parts.path == "/token":
             self._token()
+            return
+        with state.lock:
+            busy, state.busy = state.busy > 0, max(0, state.busy - 1)
+        if busy:
+            self._body()
+            self._error(503, "UNAVAILABLE", "busy", {"Retry-After": "0"})
             return
         if not self._authorized():
             self._body()

@@ -206,7 +206,7 @@ class Client:
         failure: BaseException | None = None
         for scheme in ("https", "http"):
             try:
-                reply = self._exchange("GET", f"{scheme}://{self.api}/v2/", {}, None, None)
+                reply = self._ping_once(scheme)
             except (
                 ssl.SSLError,
                 ConnectionResetError,
@@ -230,11 +230,25 @@ class Client:
             if reply.status == 401:
                 self._challenge = _parse_challenge(reply.header("WWW-Authenticate"))
             elif reply.status != 200:
+                if reply.status in _TRANSIENT:
+                    tries = settings.network_attempts()
+                    msg = f"{self.registry} is unavailable: GET /v2/ answered {_status(reply)}, {tries} times"
+                    raise RegistryError(msg, hint="the registry is busy or down; run the command again later")
                 msg = f"{self.registry} is not an OCI registry: GET /v2/ answered HTTP {reply.status}"
                 raise RegistryError(msg, hint="check the address: host[:port] of the registry")
             return scheme
         msg = f"cannot speak to {self.registry} over HTTPS or HTTP: {failure}"
         raise RegistryError(msg)
+
+    def _ping_once(self, scheme: str) -> Reply:
+        """GET /v2/, with a busy registry's 408, 429 and 5xx retried like any request."""
+        attempts = settings.network_attempts()
+        for attempt in range(1, attempts + 1):
+            reply = self._exchange("GET", f"{scheme}://{self.api}/v2/", {}, None, None)
+            if reply.status not in _TRANSIENT or attempt == attempts:
+                return reply
+            _backoff(attempt, reply.header("Retry-After"))
+        raise AssertionError  # pragma: no cover - the loop returns
 
     def _credentials(self, repository: str) -> Credentials | None:
         if self._auth is None and repository not in self._auth_read:

@@ -217,3 +217,14 @@ def test_a_hostile_registry_cannot_name_files_outside_the_layout(tmp_path: Path)
         with pytest.raises(RegistryError, match="malformed digest"):
             pull(_client(reference), reference, tmp_path / "out" / "layout")
     assert not list(tmp_path.rglob("*escape*"))
+
+
+def test_a_busy_registry_is_retried_with_backoff(tmp_path: Path, key: keys.PrivateKey) -> None:
+    layout = _signed(tmp_path, key)
+    with oci_registry.serve() as (address, state):
+        reference = Reference.parse(f"{address}/tiny")
+        state.busy = 2  # fewer than OMI_NETWORK_ATTEMPTS (3): each request may meet one or two
+        assert push(layout, reference, _client(reference)).digest == layout.target_index(TAG).digest
+        state.busy = 100
+        with pytest.raises(RegistryError, match="HTTP 503"):
+            pull(_client(reference), reference.with_tag(TAG), tmp_path / "busy")
