@@ -7,7 +7,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ if TYPE_CHECKING:  # imported for annotations only: each costs start-up time in 
     from omi_build.cache import Usage
     from omi_build.engine import Running
     from omi_build.examples import Outcome
+    from omi_build.image.layout import Layout
     from omi_build.push import Pulled, Pushed
     from omi_build.registry import Client, Reference
 
@@ -229,10 +231,9 @@ def load_image(
     from omi_build import engine  # noqa: PLC0415
     from omi_build.image.layout import REF_NAME, Layout  # noqa: PLC0415
     from omi_build.platforms import arch_of, host_platform  # noqa: PLC0415
-    from omi_build.registry import looks_like_reference  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory(prefix="omi-load-") as scratch:
-        if looks_like_reference(argument) and not (cwd or Path.cwd()).joinpath(argument).exists():
+        if _is_reference(argument, cwd):
             layout_dir = Path(scratch) / "layout"
             pulled = pull(argument, layout_dir, insecure_registries=insecure_registries, progress=progress)
             default_name = pulled.reference.split("@", 1)[0]
@@ -475,9 +476,7 @@ def verify(
     the same way, so what verifies is what the registry serves."""
     import tempfile  # noqa: PLC0415
 
-    from omi_build.registry import looks_like_reference  # noqa: PLC0415
-
-    if looks_like_reference(argument) and not (cwd or Path.cwd()).joinpath(argument).exists():
+    if _is_reference(argument, cwd):
         with tempfile.TemporaryDirectory(prefix="omi-verify-") as scratch:
             pulled = pull(argument, Path(scratch) / "layout", insecure_registries=insecure_registries)
             _, checks = _verify(
@@ -560,6 +559,7 @@ class Deployment:
     skipped_verification: bool
 
 
+@contextlib.contextmanager
 def _deployable(
     argument: str,
     *,
@@ -568,44 +568,43 @@ def _deployable(
     skip_verify: bool,
     insecure_registries: Iterable[str],
     cwd: Path | None,
-) -> tuple[Any, list[Check]]:
-    """The verified image a deployment describes: a registry reference (pulled, verified as
-    the registry serves it), or a label or layout plus where it was pushed (`image`)."""
+) -> Iterator[tuple[Any, Layout, list[Check]]]:
+    """The verified image a deployment describes, and the layout it was read from (what an
+    archive is written from: the bytes verified, not a second pull): a registry reference
+    (pulled, verified as the registry serves it), or a label or layout plus where it was
+    pushed (`image`)."""
     import tempfile  # noqa: PLC0415
 
     from omi_build import deploy  # noqa: PLC0415
     from omi_build.errors import DeployError  # noqa: PLC0415
     from omi_build.image.layout import Layout  # noqa: PLC0415
     from omi_build.platforms import arch_of, host_platform  # noqa: PLC0415
-    from omi_build.registry import Reference, looks_like_reference  # noqa: PLC0415
+    from omi_build.registry import Reference  # noqa: PLC0415
 
-    arch = arch_of(host_platform() or "linux/amd64")
-    if looks_like_reference(argument) and not (cwd or Path.cwd()).joinpath(argument).exists():
-        reference = Reference.parse(argument)
-        with tempfile.TemporaryDirectory(prefix="omi-deploy-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="omi-deploy-") as scratch:
+        if _is_reference(argument, cwd):
+            repository = Reference.parse(argument).name
             pulled = pull(argument, Path(scratch) / "layout", insecure_registries=insecure_registries)
-            checks = (
-                []
-                if skip_verify
-                else _verify(str(pulled.directory), cwd=cwd, signatures_required=True, **trust)[1]
+            argument = str(pulled.directory)
+        elif image:
+            repository = Reference.parse(image).name
+        else:
+            msg = "deploying a local image needs the registry it was pushed to"
+            raise DeployError(
+                msg, hint="pass --image host/repository (after omi-build push), or deploy host/repository:tag"
             )
-            layout = Layout.open(pulled.directory)
-            images = layout.images()
-            arch = arch if any(i.architecture == arch for i in images) else images[0].architecture
-            return deploy.read_image(layout, reference.name, arch), checks
-    if not image:
-        msg = "deploying a local image needs the registry it was pushed to"
-        raise DeployError(
-            msg, hint="pass --image host/repository (after omi-build push), or deploy host/repository:tag"
+        directory, checks = (
+            (_existing_layout(argument, cwd)[0], []) if skip_verify
+            else _verify(argument, cwd=cwd, signatures_required=True, **trust)
+        )  # fmt: skip
+        layout = Layout.open(directory)
+        architectures = [i.architecture for i in layout.images()]
+        arch = arch_of(host_platform() or "linux/amd64")
+        yield (
+            deploy.read_image(layout, repository, arch if arch in architectures else architectures[0]),
+            layout,
+            checks,
         )
-    directory, checks = (
-        (_existing_layout(argument, cwd)[0], []) if skip_verify
-        else _verify(argument, cwd=cwd, signatures_required=True, **trust)
-    )  # fmt: skip
-    layout = Layout.open(directory)
-    images = layout.images()
-    arch = arch if any(i.architecture == arch for i in images) else images[0].architecture
-    return deploy.read_image(layout, Reference.parse(image).name, arch), checks
 
 
 def deploy_kserve(
@@ -626,11 +625,11 @@ def deploy_kserve(
     from omi_build import deploy  # noqa: PLC0415
     from omi_build.errors import DeployError  # noqa: PLC0415
 
-    found, checks = _deployable(
+    with _deployable(
         argument, image=image, trust=_trust(trust), skip_verify=skip_verify,
         insecure_registries=insecure_registries, cwd=cwd,
-    )  # fmt: skip
-    document = deploy.kserve(found, mode=mode, name=name, namespace=namespace)
+    ) as (found, _, checks):  # fmt: skip
+        document = deploy.kserve(found, mode=mode, name=name, namespace=namespace)
     problems = deploy.check_kserve(document, mode=mode)
     if crd is not None:
         problems += deploy.validate_crd(document, crd)
@@ -658,16 +657,21 @@ def deploy_modzy(
     from omi_build import deploy  # noqa: PLC0415
 
     if archive is not None and image is None and not _is_reference(argument, cwd):
-        image = "omi-build.local/" + "model"  # the tar carries the image; the name is only a label
-    found, checks = _deployable(
+        image = "omi-build.local/model"  # the tar carries the image; the name is only a label
+    with _deployable(
         argument, image=image, trust=_trust(trust), skip_verify=skip_verify,
         insecure_registries=insecure_registries, cwd=cwd,
-    )  # fmt: skip
-    source = found.reference
-    if archive is not None:
-        _write_archive(argument, archive, found, cwd)
-        source = str(archive)
-    document = deploy.modzy(found, source=source)
+    ) as (found, layout, checks):  # fmt: skip
+        source = found.reference
+        if archive is not None:
+            from omi_build import image as images  # noqa: PLC0415
+
+            model = found.config["model"]
+            images.write_docker_archive_of(
+                archive, layout, layout.images()[0], repo_tag=f"{model['name']}:{model['version']}"
+            )
+            source = str(archive)
+        document = deploy.modzy(found, source=source)
     return Deployment(
         document=document, text=deploy.to_yaml(document), image=found.reference, verified=checks,
         skipped_verification=skip_verify,
@@ -678,25 +682,6 @@ def _is_reference(argument: str, cwd: Path | None) -> bool:
     from omi_build.registry import looks_like_reference  # noqa: PLC0415
 
     return looks_like_reference(argument) and not (cwd or Path.cwd()).joinpath(argument).exists()
-
-
-def _write_archive(argument: str, archive: Path, found: Any, cwd: Path | None) -> None:
-    import tempfile  # noqa: PLC0415
-
-    from omi_build import image as images  # noqa: PLC0415
-    from omi_build.image.layout import Layout  # noqa: PLC0415
-
-    with tempfile.TemporaryDirectory(prefix="omi-archive-") as scratch:
-        if _is_reference(argument, cwd):
-            directory = pull(argument, Path(scratch) / "layout").directory
-        else:
-            directory = _existing_layout(argument, cwd)[0]
-        layout = Layout.open(directory)
-        chosen = layout.images()[0]
-        model = found.config["model"]
-        images.write_docker_archive_of(
-            archive, layout, chosen, repo_tag=f"{model['name']}:{model['version']}"
-        )
 
 
 def _trust(given: dict[str, Any] | None) -> dict[str, Any]:

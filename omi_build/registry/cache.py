@@ -55,6 +55,7 @@ class RemoteLayers:
         self.pulled = 0
         self.pushed = 0
         self.failures: list[str] = []
+        self._present: set[str] = set()  # keys the repo is known to hold: publish asks nothing
         self._lock = threading.Lock()
         # Up front, so that a wrong address or wrong credentials fail the build at once.
         client.upload_blob(self.repository, digest_of(_EMPTY), len(_EMPTY), lambda: io.BytesIO(_EMPTY))
@@ -92,12 +93,17 @@ class RemoteLayers:
             return None  # a damaged or foreign entry: built locally, and written anew
         with self._lock:
             self.pulled += 1
+            self._present.add(key)
         return record
 
     def publish(self, key: str, record: str) -> None:
         """Push the layer `record` names (its blob from the store) unless the repo has it."""
+        if key in self._present:
+            return
         try:
             if self.client.manifest_digest(self.repository, tag_of(key)) is not None:
+                with self._lock:
+                    self._present.add(key)
                 return
             blob: dict[str, Any] = json.loads(record)["blob"]
             path = self.store.path_for(blob["digest"])
@@ -121,3 +127,4 @@ class RemoteLayers:
             return
         with self._lock:
             self.pushed += 1
+            self._present.add(key)
