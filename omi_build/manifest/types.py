@@ -108,6 +108,8 @@ class Timeouts:
 class Concurrency:
     max_in_flight: int = 256
     workers: int = 1
+    # server processes on the port: "auto" is the CPUs the container may use (1 on a GPU)
+    processes: int | Literal["auto"] = "auto"
 
 
 @dataclass(**_FROZEN)

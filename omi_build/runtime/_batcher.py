@@ -1,8 +1,10 @@
 """Adaptive batching: concurrent requests share one predict call, a lone request waits for none.
 
 While the model works on one batch, new requests queue up; the next batch takes all of them
-(up to max_batch_size). A request only waits (at most max_wait_ms) for others that have
-already arrived and are being decoded, so a single client sees no added latency.
+(up to max_batch_size). Before a batch is closed the event loop turns, for at most
+max_wait_ms and only while more requests keep joining, so requests already received but not
+yet decoded can join it; a lone request waits for none. A model faster than a thread hop is
+called right on the event loop.
 """
 
 from __future__ import annotations
@@ -55,7 +57,6 @@ class Batcher:
         self._workers = max(1, workers)
         self._executor = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="model")
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._arriving = 0
         self._tasks: list[asyncio.Task[None]] = []
         # Moving average of predict's duration; it starts high, so first calls use the thread.
         self._predict_s = 1.0
@@ -74,14 +75,17 @@ class Batcher:
         # Not wait=True: a model call still running must not hold the exit past drain_s.
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    def arriving(self) -> _Arrival:
-        """Mark a request that is being decoded, so a forming batch may wait for it."""
-        return _Arrival(self)
+    def answer_now(self, inputs: Arrays, rows: int) -> Arrays | None:
+        """The answer computed right here when the model is fast and nothing waits to be
+        batched with (no queue, no task, no timer); None when the request must queue."""
+        if self._predict_s < _INLINE_BELOW_S and self._queue.empty():
+            return self._run([(inputs, rows)])[0]
+        return None
 
     async def predict(self, inputs: Arrays, rows: int) -> Arrays:
-        if self._predict_s < _INLINE_BELOW_S and self._queue.empty():
-            # Nothing to batch with and a fast model: answer right here, no queue, no wake-ups.
-            return self._run([(inputs, rows)])[0]
+        answer = self.answer_now(inputs, rows)
+        if answer is not None:
+            return answer
         future: asyncio.Future[Arrays] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Pending(inputs, rows, future, _signature(inputs)))
         return await future
@@ -89,17 +93,16 @@ class Batcher:
     async def _next_batch(self) -> list[_Pending]:
         batch = [await self._queue.get()]
         rows = batch[0].rows
-        deadline = asyncio.get_running_loop().time() + self._max_wait
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._max_wait
         while rows < self._max_batch:
-            if not self._queue.empty():
-                item = self._queue.get_nowait()
-            elif self._arriving > 0 and (remaining := deadline - asyncio.get_running_loop().time()) > 0:
-                try:
-                    item = await asyncio.wait_for(self._queue.get(), remaining)
-                except TimeoutError:
+            if self._queue.empty():
+                if self._max_wait <= 0 or loop.time() >= deadline:
                     break
-            else:
-                break
+                await asyncio.sleep(0)  # handlers of requests already received decode and queue
+                if self._queue.empty():
+                    break  # nobody else is coming: a lone request never waits
+            item = self._queue.get_nowait()
             if rows + item.rows > self._max_batch or item.signature != batch[0].signature:
                 await self._queue.put(item)  # it starts the next batch
                 break
@@ -157,20 +160,11 @@ class Batcher:
                 outputs[spec.name] = conform_output(spec, answer[spec.name], total)
             except (ValueError, TypeError) as exc:
                 raise ModelError(str(exc)) from exc
+        if len(batch) == 1:
+            return [outputs]
         results = []
         start = 0
         for _, rows in batch:
             results.append({name: array[start : start + rows] for name, array in outputs.items()})
             start += rows
         return results
-
-
-class _Arrival:
-    def __init__(self, batcher: Batcher) -> None:
-        self._batcher = batcher
-
-    def __enter__(self) -> None:
-        self._batcher._arriving += 1  # noqa: SLF001 - the batcher's own helper
-
-    def __exit__(self, *_: object) -> None:
-        self._batcher._arriving -= 1  # noqa: SLF001

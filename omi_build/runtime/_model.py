@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import inspect
-import json
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import _startup
+from ._startup import StartupError, read_raw
 from .tensors import TensorSpec
 
-
-class StartupError(Exception):
-    """The model cannot be served; the message says why and what to fix."""
+__all__ = ["Config", "StartupError", "load_model", "read_config", "verify_files"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +50,7 @@ def _spec(raw: dict[str, Any]) -> TensorSpec:
 
 
 def read_config(path: Path, directory: Path | None = None) -> Config:
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        msg = f"cannot read the serving config {path}: {exc}"
-        raise StartupError(msg) from exc
+    raw = read_raw(path)
     model = raw["model"]
     return Config(
         raw=raw,
@@ -66,30 +60,9 @@ def read_config(path: Path, directory: Path | None = None) -> Config:
     )
 
 
-def _sha256(path: Path) -> str:
-    """Read in 1 MiB chunks: a 2 GB weights file costs a megabyte of memory, not 2 GB."""
-    hasher = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(1 << 20):
-            hasher.update(chunk)
-    return hasher.hexdigest()
-
-
 def verify_files(config: Config) -> None:
-    """Refuse to serve model files that differ from the ones the image was built with.
-
-    The server runs this beside the model's load (hashing releases the GIL), so start-up
-    takes the longer of the two, not their sum; it reports SERVING only after both."""
-    for relative, expected in config.raw["model"]["files"].items():
-        path = config.directory / relative
-        try:
-            actual = "sha256:" + _sha256(path)
-        except OSError as exc:
-            msg = f"model file {relative} is missing: {exc}"
-            raise StartupError(msg) from exc
-        if actual != expected:
-            msg = f"model file {relative} changed after the build ({actual}, built: {expected})"
-            raise StartupError(msg)
+    """The model files are the ones the image was built with (see _startup.verify_files)."""
+    _startup.verify_files(config.raw, config.directory)
 
 
 def _takes_device(function: Any) -> bool:

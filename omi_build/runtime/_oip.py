@@ -14,6 +14,7 @@ import numpy as np
 from ._batcher import Arrays, ModelError
 from ._limits import Rejected, answer_bytes, short
 from ._model import Config
+from ._wire import InferRequest, ResponseWriter, as_bytes, parse_request, stream_answer
 from .protocol import grpc_predict_v2_pb2 as pb
 from .protocol import grpc_predict_v2_pb2_grpc as pb_grpc
 from .tensors import (
@@ -33,6 +34,13 @@ EXTENSIONS = ["model_repository_readonly", "streaming"]
 
 RejectedError = Rejected  # one type for every status answered before or instead of the model
 
+# ModelInfer and ModelStreamInfer read requests with raw tensors as views and answer bytes.
+_SERVICE = "inference.GRPCInferenceService"
+CODECS = {
+    (_SERVICE, "ModelInfer"): (parse_request, as_bytes),
+    (_SERVICE, "ModelStreamInfer"): (parse_request, as_bytes),
+}
+
 
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, config: Config, state: Any, version: str) -> None:
@@ -42,6 +50,21 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         self._inputs = {spec.name: spec for spec in config.inputs}
         self._outputs = {spec.name: spec for spec in config.outputs}
         self._max_message = int(config.serving["max_message_bytes"])
+        # what every answer shares, worked out once rather than per request
+        self._name = config.name
+        self._output_names = [spec.name for spec in config.outputs]
+        self._answer_row_bytes = answer_bytes([(s.shape, s.datatype) for s in config.outputs], 1)
+        tensor = pb.ModelMetadataResponse.TensorMetadata
+        self._metadata = pb.ModelMetadataResponse(
+            name=config.name,
+            versions=[config.version],
+            platform="python_omi-build",
+            inputs=[tensor(name=s.name, datatype=s.datatype, shape=list(s.shape)) for s in config.inputs],
+            outputs=[tensor(name=s.name, datatype=s.datatype, shape=list(s.shape)) for s in config.outputs],
+        )
+        self._writer = ResponseWriter(
+            config.name, config.version, [(s.name, s.datatype) for s in config.outputs]
+        )
 
     # -- health and metadata ---------------------------------------------------------------
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
@@ -61,18 +84,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
         await self._check_model(request.name, request.version, context)
-        tensor = pb.ModelMetadataResponse.TensorMetadata
-        return pb.ModelMetadataResponse(
-            name=self._config.name,
-            versions=[self._config.version],
-            platform="python_omi-build",
-            inputs=[
-                tensor(name=s.name, datatype=s.datatype, shape=list(s.shape)) for s in self._config.inputs
-            ],
-            outputs=[
-                tensor(name=s.name, datatype=s.datatype, shape=list(s.shape)) for s in self._config.outputs
-            ],
-        )
+        return self._metadata
 
     async def _check_model(self, name: str, version: str, context: Any) -> None:
         if name != self._config.name:
@@ -87,56 +99,71 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             )
 
     # -- inference -------------------------------------------------------------------------
-    def decode(self, request: pb.ModelInferRequest) -> tuple[Arrays, int, list[str]]:
+    def decode(self, request: InferRequest) -> tuple[Arrays, int, list[str]]:
         """Checked numpy inputs, the batch size, and the outputs to return."""
-        if request.model_name != self._config.name:
-            msg = f"no model '{short(request.model_name)}'; this server serves '{self._config.name}'"
+        message = request.message
+        if message.model_name != self._name:
+            msg = f"no model '{short(message.model_name)}'; this server serves '{self._name}'"
             raise RejectedError(grpc.StatusCode.NOT_FOUND, msg)
-        if request.model_version and request.model_version != self._config.version:
-            msg = f"model '{short(request.model_name)}' has no version '{short(request.model_version)}'"
+        if message.model_version and message.model_version != self._config.version:
+            msg = f"model '{short(message.model_name)}' has no version '{short(message.model_version)}'"
             raise RejectedError(grpc.StatusCode.NOT_FOUND, msg)
-        raw = request.raw_input_contents
-        if raw and len(raw) != len(request.inputs):
-            msg = (
-                f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs; "
-                "send one per input, in order"
-            )
+        raw = request.raw
+        inputs = message.inputs
+        if raw and len(raw) != len(inputs):
+            msg = f"{len(raw)} raw_input_contents for {len(inputs)} inputs; send one per input, in order"
             raise RejectedError(grpc.StatusCode.INVALID_ARGUMENT, msg)
         arrays: Arrays = {}
-        for index, tensor in enumerate(request.inputs):
-            spec = self._inputs.get(tensor.name)
+        for index, tensor in enumerate(inputs):
+            name = tensor.name
+            spec = self._inputs.get(name)
             if spec is None:
                 known = ", ".join(self._inputs)
                 raise RejectedError(
                     grpc.StatusCode.INVALID_ARGUMENT,
-                    f"unknown input '{short(tensor.name)}'; the model takes: {known}",
+                    f"unknown input '{short(name)}'; the model takes: {known}",
                 )
-            if tensor.name in arrays:
-                raise RejectedError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{tensor.name}' is given twice")
+            if name in arrays:
+                raise RejectedError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{name}' is given twice")
             if tensor.datatype != spec.datatype:
                 given = short(tensor.datatype) or "untyped"
-                msg = f"input '{tensor.name}' is {given}, but the model takes {spec.datatype}"
+                msg = f"input '{name}' is {given}, but the model takes {spec.datatype}"
                 raise RejectedError(grpc.StatusCode.INVALID_ARGUMENT, msg)
-            has_contents = tensor.HasField("contents") and tensor.contents.ByteSize() > 0
-            if raw and has_contents:
-                msg = f"input '{tensor.name}' has contents and raw_input_contents; use one form"
-                raise RejectedError(grpc.StatusCode.INVALID_ARGUMENT, msg)
+            shape = tuple(tensor.shape)
             try:
-                check_shape(spec, tensor.shape)
+                check_shape(spec, shape)
                 if raw:
-                    arrays[tensor.name] = from_raw(spec, tensor.shape, raw[index])
+                    if tensor.HasField("contents") and tensor.contents.ByteSize() > 0:
+                        msg = f"input '{name}' has contents and raw_input_contents; use one form"
+                        raise RejectedError(grpc.StatusCode.INVALID_ARGUMENT, msg)
+                    arrays[name] = from_raw(spec, shape, raw[index])
                 else:
-                    arrays[tensor.name] = from_contents(spec, tensor.shape, tensor.contents)
+                    arrays[name] = from_contents(spec, shape, tensor.contents)
             except TensorError as exc:
                 raise RejectedError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
-        missing = [name for name in self._inputs if name not in arrays]
-        if missing:
+        if len(arrays) != len(self._inputs):
+            missing = [name for name in self._inputs if name not in arrays]
             raise RejectedError(grpc.StatusCode.INVALID_ARGUMENT, f"missing input(s): {', '.join(missing)}")
         rows = {array.shape[0] for array in arrays.values() if array.ndim}
         if len(rows) > 1:
             msg = f"inputs disagree on the batch size: {sorted(rows)}"
             raise RejectedError(grpc.StatusCode.INVALID_ARGUMENT, msg)
-        wanted = [output.name for output in request.outputs]
+        batch = rows.pop() if rows else 1
+        if message.outputs:
+            chosen = self._chosen_outputs(message)
+            per_row = answer_bytes([(self._outputs[n].shape, self._outputs[n].datatype) for n in chosen], 1)
+        else:
+            chosen, per_row = self._output_names, self._answer_row_bytes
+        if batch * per_row > self._max_message:
+            msg = (
+                f"the answer for {batch} rows would be at least {batch * per_row:,} bytes, over the "
+                f"server's limit of {self._max_message:,} (serving.max_message_bytes); send fewer rows"
+            )
+            raise RejectedError(grpc.StatusCode.RESOURCE_EXHAUSTED, msg)
+        return arrays, batch, chosen
+
+    def _chosen_outputs(self, message: pb.ModelInferRequest) -> list[str]:
+        wanted = [output.name for output in message.outputs]
         for name in wanted:
             if name not in self._outputs:
                 known = ", ".join(self._outputs)
@@ -148,56 +175,60 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             twice = sorted({name for name in wanted if wanted.count(name) > 1})
             msg = f"output(s) {', '.join(twice)} asked for more than once; ask for each once"
             raise RejectedError(grpc.StatusCode.INVALID_ARGUMENT, msg)
-        batch = rows.pop() if rows else 1
-        chosen = wanted or list(self._outputs)
-        expected = answer_bytes([(self._outputs[n].shape, self._outputs[n].datatype) for n in chosen], batch)
-        if expected > self._max_message:
-            msg = (
-                f"the answer for {batch} rows would be at least {expected:,} bytes, over the "
-                f"server's limit of {self._max_message:,} (serving.max_message_bytes); send fewer rows"
-            )
-            raise RejectedError(grpc.StatusCode.RESOURCE_EXHAUSTED, msg)
-        return arrays, batch, chosen
+        return wanted
 
-    def encode(
-        self, request: pb.ModelInferRequest, outputs: Arrays, wanted: list[str]
-    ) -> pb.ModelInferResponse:
+    def encode(self, request: InferRequest, outputs: Arrays, wanted: list[str]) -> bytes:
+        """The encoded ModelInferResponse: raw_output_contents when the request came raw (or
+        had no inputs), else typed contents as the request used (FP16 always travels raw)."""
+        if request.raw or not request.message.inputs:
+            tensors = []
+            for name in wanted:
+                array = outputs[name]
+                datatype = self._outputs[name].datatype
+                data = to_raw(array, datatype) if datatype == "BYTES" else np.ascontiguousarray(array)
+                tensors.append((name, array.shape, data))
+            return self._writer.write(request.message.id, tensors)
         response = pb.ModelInferResponse(
-            model_name=self._config.name, model_version=self._config.version, id=request.id
+            model_name=self._name, model_version=self._config.version, id=request.message.id
         )
-        use_raw = bool(request.raw_input_contents) or not request.inputs
         for name in wanted:
             array = outputs[name]
             datatype = self._outputs[name].datatype
             tensor = response.outputs.add(name=name, datatype=datatype, shape=list(array.shape))
-            if use_raw or datatype == "FP16":
+            if datatype == "FP16":
                 response.raw_output_contents.append(to_raw(array, datatype))
             else:
                 to_contents(array, datatype, tensor.contents)
-        return response
+        return response.SerializeToString()
 
     async def _abort(self, context: Any, exc: RejectedError) -> None:
         self._state.log("rejected", level="warning", code=exc.code.name, message=str(exc))
         await context.abort(exc.code, str(exc))
 
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
-        if not self._state.loaded:
+    async def ModelInfer(self, request: InferRequest, context: Any) -> bytes:
+        state = self._state
+        if not state.loaded:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the model is not loaded yet")
         try:
-            with self._state.gate.admit():
-                with self._state.batcher.arriving():
-                    arrays, rows, wanted = self.decode(request)
-                outputs = await self._state.deadlines.run(self._state.batcher.predict(arrays, rows))
+            with state.gate.admit():
+                arrays, rows, wanted = self.decode(request)
+                # A fast model with nothing queued answers at once: no task, no timer.
+                outputs: Arrays | None = None
+                if not state.deadlines.expired.is_set():
+                    outputs = state.batcher.answer_now(arrays, rows)
+                if outputs is None:
+                    outputs = await state.deadlines.run(state.batcher.predict(arrays, rows))
         except RejectedError as exc:
             await self._abort(context, exc)
         except ModelError as exc:
-            self._state.log("model_error", level="error", message=str(exc))
+            state.log("model_error", level="error", message=str(exc))
             await context.abort(grpc.StatusCode.INTERNAL, str(exc))
+        assert outputs is not None  # noqa: S101 - every other path above aborted
         return self.encode(request, outputs, wanted)
 
     async def ModelStreamInfer(
-        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Any
-    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        self, request_iterator: AsyncIterator[InferRequest], context: Any
+    ) -> AsyncIterator[bytes | pb.ModelStreamInferResponse]:
         """One stream is one slot of max_in_flight for its whole life; it ends when its client
         sends nothing for stream_idle_s, and each request's responses get request_s."""
         if not self._state.loaded:
@@ -224,9 +255,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                     continue
                 try:
                     async for outputs in self._stream(arrays, rows):
-                        yield pb.ModelStreamInferResponse(
-                            infer_response=self.encode(request, outputs, wanted)
-                        )
+                        yield stream_answer(self.encode(request, outputs, wanted))
                 except ModelError as exc:
                     self._state.log("model_error", level="error", message=str(exc))
                     yield pb.ModelStreamInferResponse(error_message=str(exc))

@@ -242,8 +242,7 @@ class ModzyService(pb_grpc.ModzyModelServicer):
 
     async def _run(self, request: pb.RunRequest) -> pb.RunResponse:
         try:
-            with self._state.batcher.arriving():
-                items = self._decode(request)
+            items = self._decode(request)
         except TensorError as exc:
             self._state.log("rejected", level="warning", code="400", message=str(exc))
             return pb.RunResponse(status_code=400, status="Bad Request", message=str(exc))

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import os
 import signal
+import socket
 import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -19,11 +20,12 @@ import grpc
 from ._batcher import Batcher
 from ._device import probe
 from ._health import NOT_SERVING, SERVING, HealthService, ReflectionService, add_reflection
-from ._limits import Deadlines, Gate, Guarded, short
-from ._model import Config, StartupError, load_model, read_config, verify_files
+from ._limits import Deadlines, Gate, Guarded
+from ._model import StartupError, load_model, read_config, verify_files
+from ._processes import READY, SERVE, SHUTDOWN
+from ._startup import log_event, resolve_port
 
 RUNTIME_VERSION = "1"
-_LOG_FIELD = 1000  # characters of one log field: a client's 1 MB name costs one short line
 OIP_SERVICE = "inference.GRPCInferenceService"
 OMI_SERVICE = "ModzyModel"
 
@@ -50,6 +52,7 @@ class State:
     deadlines: Deadlines = field(default_factory=lambda: Deadlines(60.0))
     streams: ThreadPoolExecutor | None = None  # stream generators: never the batcher's workers
     stream_idle_s: float = 60.0
+    process: int | None = None  # which of several server processes, when there are several
 
     @property
     def loaded(self) -> bool:
@@ -58,43 +61,72 @@ class State:
         return self.batcher is not None
 
     def log(self, event: str, *, level: str = "info", **fields: Any) -> None:
-        bounded = {
-            key: short(value, _LOG_FIELD) if isinstance(value, str) else value
-            for key, value in fields.items()
-        }
-        record = {
-            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "level": level,
-            "event": event,
-            **bounded,
-        }
-        self.log_stream.write(json.dumps(record, default=str) + "\n")
-        self.log_stream.flush()
+        if self.process is not None:
+            fields["process"] = self.process
+        log_event(self.log_stream, event, level=level, **fields)
 
 
-def _port(config: Config, override: int | None) -> int:
-    if override is not None:
-        return override
-    from_env = os.environ.get("PSC_MODEL_PORT")
-    if from_env:
-        if not from_env.isdigit() or not 0 < int(from_env) < 65536:
-            msg = f"PSC_MODEL_PORT={from_env!r} is not a port number"
-            raise StartupError(msg)
-        return int(from_env)
-    return int(config.serving["port"])
+class SupervisorLink:
+    """A server process's line to the supervisor of several (see _processes): it says when it
+    is ready and when an OMI Shutdown came; it hears when all are ready. If the supervisor
+    goes away, the process drains and exits."""
+
+    def __init__(self, fd: int) -> None:
+        self._socket = socket.socket(fileno=fd)
+        self._socket.setblocking(False)
+        self.serving = asyncio.Event()
+        self._listening: asyncio.Task[None] | None = None
+
+    def send(self, message: bytes) -> None:
+        with contextlib.suppress(OSError):
+            self._socket.send(message + b"\n")
+
+    def listen(self, gone: Callable[[], None]) -> None:
+        self._listening = asyncio.create_task(self._listen(gone))
+
+    async def _listen(self, gone: Callable[[], None]) -> None:
+        loop = asyncio.get_running_loop()
+        buffer = b""
+        while True:
+            try:
+                data = await loop.sock_recv(self._socket, 4096)
+            except OSError:
+                data = b""
+            if not data:
+                gone()
+                return
+            buffer += data
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                if line == SERVE:
+                    self.serving.set()
+
+    def close(self) -> None:
+        if self._listening is not None:
+            self._listening.cancel()
+        self._socket.close()
 
 
 async def serve(
-    config_path: Path, *, port: int | None = None, host: str = "[::]", model_dir: Path | None = None
+    config_path: Path,
+    *,
+    port: int | None = None,
+    host: str = "[::]",
+    model_dir: Path | None = None,
+    link: SupervisorLink | None = None,
+    process: int | None = None,
 ) -> int:
-    """Serve until SIGTERM, SIGINT or an OMI Shutdown; return the exit code."""
-    from ._oip import InferenceService  # noqa: PLC0415 - loaded after the port is open
+    """Serve until SIGTERM, SIGINT or an OMI Shutdown; return the exit code. With `link`, this
+    is one of several processes on the port: it reports SERVING once the supervisor says all
+    are ready, and the supervisor checks the model files."""
+    from ._oip import CODECS as OIP_CODECS  # noqa: PLC0415 - loaded after the port is open
+    from ._oip import InferenceService  # noqa: PLC0415
     from ._omi import ModzyService  # noqa: PLC0415
 
-    state = State()
+    state = State(process=process)
     try:
         config = read_config(config_path, model_dir)
-        listen = _port(config, port)
+        listen = resolve_port(config.raw, port)
     except StartupError as exc:
         state.log("startup_failed", level="error", message=str(exc))
         return 1
@@ -111,7 +143,8 @@ async def serve(
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
-            ("grpc.so_reuseport", 0),
+            # one of several processes shares the port; alone, a port in use is an error
+            ("grpc.so_reuseport", 1 if link is not None else 0),
         ],
         # The model's limit is the Gate (RESOURCE_EXHAUSTED, health exempt); grpcio's own,
         # which would cancel health checks too, is only a backstop far above it.
@@ -121,9 +154,16 @@ async def serve(
     services = [s for s, p in ((OMI_SERVICE, "omi-v1"), (OIP_SERVICE, "oip-v2")) if p in protocols]
     health = HealthService(services)
     stop = asyncio.Event()
+
+    def shutdown() -> None:  # OMI's Shutdown: every process of the server drains
+        stop.set()
+        if link is not None:
+            link.send(SHUTDOWN)
+
     from .protocol import grpc_predict_v2_pb2_grpc, health_pb2_grpc, model2_template_pb2_grpc  # noqa: PLC0415
 
-    guarded = Guarded(server)  # undecodable requests: INVALID_ARGUMENT on every method
+    # undecodable requests: INVALID_ARGUMENT on every method; ModelInfer's own wire codec
+    guarded = Guarded(server, OIP_CODECS)
     health_pb2_grpc.add_HealthServicer_to_server(health, guarded)
     add_reflection(
         guarded,
@@ -135,7 +175,7 @@ async def serve(
         )
     if "omi-v1" in protocols:
         model2_template_pb2_grpc.add_ModzyModelServicer_to_server(
-            ModzyService(config, state, stop.set), guarded
+            ModzyService(config, state, shutdown), guarded
         )
     try:
         server.add_insecure_port(f"{host}:{listen}")
@@ -147,7 +187,10 @@ async def serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     state.log("listening", port=listen, protocols=protocols, model=config.name, version=config.version)
-    verifying = loop.run_in_executor(None, verify_files, config)
+    if link is not None:
+        link.listen(stop.set)  # the supervisor gone: drain and exit
+    # the supervisor of several processes checks the files once, for all
+    verifying = loop.run_in_executor(None, verify_files, config) if link is None else None
 
     async def load_and_verify() -> Any:
         device = await loop.run_in_executor(None, probe, config.raw.get("device"))
@@ -156,7 +199,8 @@ async def serve(
         else:
             state.log("device", device=device.name, detail=device.detail or None)
         model = await loop.run_in_executor(None, load_model, config, device.name)
-        await verifying
+        if verifying is not None:
+            await verifying
         return model
 
     try:
@@ -177,10 +221,20 @@ async def serve(
         workers=int(serving["concurrency"]["workers"]),
     )
     state.batcher.start()
-    state.ready = True
-    health.set(SERVING)
     age = _process_age_s()
-    state.log("serving", startup_ms=round(age * 1000) if age is not None else None)
+    startup_ms = round(age * 1000) if age is not None else None
+    if link is not None:
+        link.send(READY)
+        state.log("process_ready", startup_ms=startup_ms)
+        waiting = [asyncio.ensure_future(link.serving.wait()), asyncio.ensure_future(stop.wait())]
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        for task in waiting:
+            task.cancel()
+    if not stop.is_set():
+        state.ready = True
+        health.set(SERVING)
+        if link is None:
+            state.log("serving", startup_ms=startup_ms)
     await stop.wait()
     state.ready = False
     health.set(NOT_SERVING)
@@ -198,15 +252,27 @@ async def serve(
     timer.cancel()
     await state.batcher.stop()
     state.streams.shutdown(wait=False, cancel_futures=True)
+    if link is not None:
+        link.close()
     state.log("stopped")
     return 0
 
 
 def run(
-    config_path: Path, *, port: int | None = None, host: str = "[::]", model_dir: Path | None = None
+    config_path: Path,
+    *,
+    port: int | None = None,
+    host: str = "[::]",
+    model_dir: Path | None = None,
+    supervised_by: int | None = None,
+    process: int | None = None,
 ) -> int:
+    async def main() -> int:
+        link = SupervisorLink(supervised_by) if supervised_by is not None else None
+        return await serve(config_path, port=port, host=host, model_dir=model_dir, link=link, process=process)
+
     try:
-        code = asyncio.run(serve(config_path, port=port, host=host, model_dir=model_dir))
+        code = asyncio.run(main())
     except KeyboardInterrupt:
         code = 130
     if any(thread.name.startswith("model") for thread in threading.enumerate() if thread.is_alive()):

@@ -64,22 +64,26 @@ class TensorError(ValueError):
 
 
 def check_shape(spec: TensorSpec, shape: Sequence[int]) -> None:
-    shown = "x".join(str(d) for d in shape) or "a scalar"
-    wanted = "x".join("N" if d == -1 else str(d) for d in spec.shape)
-    if len(shape) != len(spec.shape) or any(
-        w not in (-1, g) for w, g in zip(spec.shape, shape, strict=False)
-    ):
+    declared = spec.shape
+    fits = len(shape) == len(declared)
+    if fits:
+        for want, got in zip(declared, shape, strict=True):
+            if got < 0:
+                msg = f"input '{spec.name}' has a negative dimension in shape {list(shape)}"
+                raise TensorError(msg)
+            if want not in (-1, got):
+                fits = False
+    if not fits:
+        shown = "x".join(str(d) for d in shape) or "a scalar"
+        wanted = "x".join("N" if d == -1 else str(d) for d in declared)
         msg = f"input '{spec.name}' has shape {shown}, but the model takes {wanted}"
-        raise TensorError(msg)
-    if any(d < 0 for d in shape):
-        msg = f"input '{spec.name}' has a negative dimension in shape {list(shape)}"
         raise TensorError(msg)
     if shape and shape[0] == 0:
         msg = f"input '{spec.name}' is an empty batch; send at least one item"
         raise TensorError(msg)
 
 
-def _split_bytes(spec: TensorSpec, raw: bytes, count: int) -> list[bytes]:
+def _split_bytes(spec: TensorSpec, raw: bytes | memoryview, count: int) -> list[bytes]:
     items: list[bytes] = []
     position = 0
     for _ in range(count):
@@ -91,7 +95,7 @@ def _split_bytes(spec: TensorSpec, raw: bytes, count: int) -> list[bytes]:
         if position + length > len(raw):
             msg = f"input '{spec.name}': raw BYTES element {len(items)} is truncated"
             raise TensorError(msg)
-        items.append(raw[position : position + length])
+        items.append(bytes(raw[position : position + length]))
         position += length
     if position != len(raw):
         extra = len(raw) - position
@@ -111,7 +115,8 @@ def _check_bytes_sizes(spec: TensorSpec, items: Sequence[bytes]) -> None:
                 raise TensorError(msg)
 
 
-def from_raw(spec: TensorSpec, shape: Sequence[int], raw: bytes) -> np.ndarray:
+def from_raw(spec: TensorSpec, shape: Sequence[int], raw: bytes | memoryview) -> np.ndarray:
+    """The tensor as a read-only view over `raw` (no copy); BYTES elements as bytes objects."""
     count = math.prod(shape)
     if spec.datatype == "BYTES":
         items = _split_bytes(spec, raw, count)
