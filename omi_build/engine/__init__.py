@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Self
@@ -199,6 +200,7 @@ def runc_bundle(
     port: int,
     args: list[str] | None = None,
     emulate: Path | None = None,
+    env: list[str] | None = None,
 ) -> Path:
     """An OCI runtime bundle of the image under `work`, locked down (`harden`), running its
     entrypoint or `args`, through the qemu-user emulator `emulate` when given. The integration
@@ -213,6 +215,10 @@ def runc_bundle(
     config = harden(json.loads(config_path.read_text(encoding="utf-8")), port=port)
     if args is not None:
         config["process"]["args"] = args
+    if env:
+        names = tuple(e.split("=", 1)[0] + "=" for e in env)
+        kept = [e for e in config["process"]["env"] if not e.startswith(names)]
+        config["process"]["env"] = [*kept, *env]
     if emulate is not None:
         target = bundle / "rootfs" / EMULATOR_PATH.lstrip("/")
         shutil.copyfile(emulate, target)
@@ -306,10 +312,18 @@ def apply_security_context(config: dict[str, Any], context: dict[str, Any]) -> N
 
 
 def start(
-    layout: Path, *, port: int, output: IO[bytes] | int | None = None, platform: str | None = None
+    layout: Path,
+    *,
+    port: int,
+    output: IO[bytes] | int | None = None,
+    platform: str | None = None,
+    env: Mapping[str, str] | None = None,
+    args: list[str] | None = None,
 ) -> Running:
     """Start the image for `platform` (default: the host's) from an OCI layout, serving on
-    127.0.0.1:port; another platform's image runs under qemu-user with runc."""
+    127.0.0.1:port; another platform's image runs under qemu-user with runc. `env` adds
+    variables (OMI_PROCESSES, say); `args` runs another command than the entrypoint."""
+    extra_env = [f"{key}={value}" for key, value in (env or {}).items()]
     arch = arch_of(platform) if platform else host_machine()
     ref = _resolve_ref(layout, arch)
     emulate = emulator(arch)
@@ -320,7 +334,9 @@ def start(
         command = [engine, "run", "--rm", "--name", name, "--read-only", "--tmpfs", "/tmp",
                    "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
                    "--network", "host", "-e", f"PSC_MODEL_PORT={port}", "-e", "OMI_LISTEN_HOST=127.0.0.1",
-                   image]  # fmt: skip
+                   *(f"--env={e}" for e in extra_env),
+                   *(["--entrypoint", args[0]] if args else []),
+                   image, *(args[1:] if args else [])]  # fmt: skip
         process = subprocess.Popen(command, stdout=output, stderr=output, stdin=subprocess.DEVNULL)
         return Running(port=port, process=process, runtime=engine, name=name)
     runtime = "runc" if emulate is None else f"runc + {emulate.name}"
@@ -330,7 +346,7 @@ def start(
         raise RunError(msg, hint="run as root, or install a working podman")
     work = Path(tempfile.mkdtemp(prefix="omi-run-"))
     try:
-        bundle = runc_bundle(layout, ref, work, port=port, emulate=emulate)
+        bundle = runc_bundle(layout, ref, work, port=port, emulate=emulate, args=args, env=extra_env)
         process = subprocess.Popen(
             ["runc", "run", name], cwd=bundle, stdout=output, stderr=output, stdin=subprocess.DEVNULL
         )

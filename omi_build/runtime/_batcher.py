@@ -136,10 +136,10 @@ class Batcher:
     def _run(self, batch: list[tuple[Arrays, int]]) -> list[Arrays]:
         """Predict on requests joined along the batch axis; each gets its own rows back."""
         if len(batch) == 1:
-            joined = batch[0][0]
+            joined, total = batch[0]
         else:
             joined = {name: np.concatenate([inputs[name] for inputs, _ in batch]) for name in batch[0][0]}
-        total = sum(rows for _, rows in batch)
+            total = sum(rows for _, rows in batch)
         started = time.perf_counter()
         try:
             answer = self._predict(joined)

@@ -129,7 +129,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 given = short(tensor.datatype) or "untyped"
                 msg = f"input '{name}' is {given}, but the model takes {spec.datatype}"
                 raise RejectedError(grpc.StatusCode.INVALID_ARGUMENT, msg)
-            shape = tuple(tensor.shape)
+            shape = tensor.shape[:]  # a list: half the cost of tuple() on protobuf's container
             try:
                 check_shape(spec, shape)
                 if raw:
@@ -185,7 +185,10 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             for name in wanted:
                 array = outputs[name]
                 datatype = self._outputs[name].datatype
-                data = to_raw(array, datatype) if datatype == "BYTES" else np.ascontiguousarray(array)
+                if datatype == "BYTES":
+                    data: Any = to_raw(array, datatype)
+                else:
+                    data = array if array.flags.c_contiguous else np.ascontiguousarray(array)
                 tensors.append((name, array.shape, data))
             return self._writer.write(request.message.id, tensors)
         response = pb.ModelInferResponse(

@@ -30,7 +30,7 @@ class InferRequest:
     holds as views into the received bytes (they keep those bytes alive, not a copy)."""
 
     message: pb.ModelInferRequest
-    raw: list[memoryview]
+    raw: Sequence[bytes | memoryview]
 
 
 def _varint(data: bytes, position: int) -> tuple[int, int]:
@@ -86,7 +86,7 @@ def parse_request(data: bytes) -> InferRequest:
     """A ModelInferRequest from the wire; DecodeError if it is not one."""
     if len(data) < _SCAN_FROM or _RAW_TAG not in data:
         message = pb.ModelInferRequest.FromString(data)
-        return InferRequest(message, [memoryview(raw) for raw in message.raw_input_contents])
+        return InferRequest(message, message.raw_input_contents)  # indexed once per input
     view = memoryview(data)
     raw: list[memoryview] = []
     others: list[memoryview] = []

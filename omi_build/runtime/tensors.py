@@ -132,7 +132,7 @@ def from_raw(spec: TensorSpec, shape: Sequence[int], raw: bytes | memoryview) ->
             f"of raw data, got {len(raw)}"
         )
         raise TensorError(msg)
-    return np.frombuffer(raw, dtype=dtype).reshape(shape)
+    return np.ndarray(tuple(shape), dtype, raw)  # a view: one numpy call, no copy
 
 
 def from_contents(spec: TensorSpec, shape: Sequence[int], contents: Any) -> np.ndarray:
@@ -187,9 +187,13 @@ def to_contents(array: np.ndarray, datatype: str, contents: Any) -> None:
 
 def conform_output(spec: TensorSpec, value: Any, rows: int) -> np.ndarray:
     """A model's output as the declared datatype; wrong shapes are the model's error."""
-    array = np.asarray(value, dtype=object if spec.datatype == "BYTES" else None)
-    if spec.datatype != "BYTES":
-        array = array.astype(DTYPES[spec.datatype], copy=False)
+    dtype = DTYPES[spec.datatype]
+    if type(value) is np.ndarray and value.dtype == dtype:
+        array = value  # the common case: already what was declared
+    else:
+        array = np.asarray(value, dtype=object if spec.datatype == "BYTES" else None)
+        if spec.datatype != "BYTES":
+            array = array.astype(dtype, copy=False)
     if array.ndim != len(spec.shape) or (array.shape and array.shape[0] != rows):
         msg = (
             f"the model returned output '{spec.name}' with shape {list(array.shape)} "
