@@ -136,7 +136,14 @@ def _report(error: ValidationError, report: Reporter, skip: set[Path]) -> None:
         report.add(path, not_hint or error.message, at_key=bool(path))
         return
     if kind in {"oneOf", "anyOf"} and error.context:
-        best = min(error.context, key=lambda e: (len(e.absolute_path), str(e.message)))
+        # A branch the value fits by type says what is wrong with it (0 is below a minimum);
+        # when it fits none, the property's own hint says what it may be.
+        fitting = [e for e in error.context if e.validator not in {"type", "const", "enum"}]
+        own_hint = error.schema.get("x-hint") if isinstance(error.schema, dict) else None
+        if not fitting and own_hint:
+            report.add(path, own_hint)
+            return
+        best = min(fitting or error.context, key=lambda e: (len(e.absolute_path), str(e.message)))
         _report(best, report, skip)
         return
     report.add(path, error.message)

@@ -87,12 +87,13 @@ class Server:
         return [json.loads(line) for line in lines if line.startswith("{")]
 
 
-def write_package(directory: Path, **serving: Any) -> Path:
-    """The probe model and its serving config; `serving` overrides parts of the defaults."""
+def write_package(directory: Path, source: str = PROBE, **serving: Any) -> Path:
+    """The probe model (or `source`) and its serving config; `serving` overrides parts of the
+    defaults."""
     model = directory / "model"
     model.mkdir(parents=True)
-    (model / "model.py").write_text(PROBE)
-    digest = "sha256:" + hashlib.sha256(PROBE.encode()).hexdigest()
+    (model / "model.py").write_text(source)
+    digest = "sha256:" + hashlib.sha256(source.encode()).hexdigest()
     tensor = {"datatype": "FP32", "shape": [-1, 1], "media_types": [], "max_bytes": None, "description": ""}
     settings: dict[str, Any] = {
         "batching": {"max_batch_size": 8, "max_wait_ms": 1},
@@ -146,18 +147,26 @@ def wait_serving(server: Server, timeout: float = 30) -> None:
     raise AssertionError(msg)
 
 
-@contextlib.contextmanager
-def serving(directory: Path, **settings: Any) -> Iterator[Server]:
-    config = write_package(directory, **settings)
-    port = free_port()
+def start(directory: Path, config: Path, port: int, env: dict[str, str] | None = None) -> Server:
     log = directory / "server.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
             [sys.executable, "-m", "omi_build.runtime", "serve", str(config), "--port", str(port),
              "--host", "127.0.0.1"],
             cwd=REPO, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
         )  # fmt: skip
-    server = Server(process=process, port=port, log=log)
+    return Server(process=process, port=port, log=log)
+
+
+@contextlib.contextmanager
+def serving(
+    directory: Path, *, env: dict[str, str] | None = None, source: str = PROBE, **settings: Any
+) -> Iterator[Server]:
+    """The server on a free port, SERVING; killed at the end (with its children, if any)."""
+    config = write_package(directory, source, **settings)
+    server = start(directory, config, free_port(), env)
+    process = server.process
     try:
         wait_serving(server)
         yield server
