@@ -187,7 +187,8 @@ def test_a_port_in_use_is_refused_with_a_clear_message(tmp_path: Path) -> None:
         server = start(tmp_path, config, port, TWO)
         assert server.process.wait(timeout=30) == 1
     failed = [e for e in _events(server) if e["event"] == "startup_failed"]
-    assert failed and f"cannot listen on port {port}: it is in use" in str(failed[0]["message"])
+    assert failed
+    assert f"cannot listen on port {port}: it is in use" in str(failed[0]["message"])
 
 
 def test_changed_model_files_fail_every_process(tmp_path: Path) -> None:
@@ -198,4 +199,5 @@ def test_changed_model_files_fail_every_process(tmp_path: Path) -> None:
     server = start(tmp_path, config, free_port(), TWO)
     assert server.process.wait(timeout=60) == 1
     failed = [e for e in _events(server) if e["event"] == "startup_failed"]
-    assert failed and "changed after the build" in str(failed[0]["message"])
+    assert failed
+    assert "changed after the build" in str(failed[0]["message"])

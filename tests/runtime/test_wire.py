@@ -59,23 +59,23 @@ def test_fields_in_any_order_and_split_messages_are_merged() -> None:
     # raw first, then the name, then more fields: protobuf merges them; so must we
     wire = raw.SerializeToString() + head.SerializeToString() + rest.SerializeToString()
     parsed = parse_request(wire)
-    assert parsed.message.model_name == "m" and parsed.message.id == "req-1"
-    assert len(parsed.message.inputs) == 1 and len(parsed.raw) == 1
+    assert (parsed.message.model_name, parsed.message.id) == ("m", "req-1")
+    assert (len(parsed.message.inputs), len(parsed.raw)) == (1, 1)
     assert bytes(parsed.raw[0]) == request.raw_input_contents[0]
 
 
 @pytest.mark.parametrize(
-    ("tail", "why"),
+    "tail",
     [
-        (b"\x3a\xff\xff\xff\xff\x0f", "a raw field longer than the message"),
-        (b"\x3a", "a raw field with no length"),
-        (b"\x38\x01", "raw_input_contents as a varint"),
-        (b"\x0b", "a group"),
-        (b"\x00\x01", "field number 0"),
-        (b"\x0a\x80\x80\x80\x80\x80\x80\x80\x80\x80\x80\x01", "a varint of 11 bytes"),
+        pytest.param(b"\x3a\xff\xff\xff\xff\x0f", id="raw field longer than the message"),
+        pytest.param(b"\x3a", id="raw field without a length"),
+        pytest.param(b"\x38\x01", id="raw_input_contents as a varint"),
+        pytest.param(b"\x0b", id="a group"),
+        pytest.param(b"\x00\x01", id="field number 0"),
+        pytest.param(b"\x0a\x80\x80\x80\x80\x80\x80\x80\x80\x80\x80\x01", id="varint of 11 bytes"),
     ],
 )
-def test_malformed_messages_are_refused(tail: bytes, why: str) -> None:
+def test_malformed_messages_are_refused(tail: bytes) -> None:
     request, _ = _request(BIG)
     with pytest.raises(DecodeError):
         parse_request(request.SerializeToString() + tail)
