@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -28,7 +29,7 @@ from omi_build.runtime.protocol import model2_template_pb2 as omi  # noqa: E402
 from omi_build.runtime.protocol import model2_template_pb2_grpc as omi_grpc  # noqa: E402
 from tests.runtime.harness import health_ms, infer_request, inference, serving  # noqa: E402
 
-SETTINGS = {
+SETTINGS: dict[str, Any] = {
     "concurrency": {"max_in_flight": 16, "workers": 1},
     "timeouts": {"request_s": 1.0, "stream_idle_s": 2.0, "drain_s": 2.0},
 }

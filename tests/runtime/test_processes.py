@@ -108,7 +108,7 @@ def test_processes_share_the_port_and_serving_waits_for_every_one(tmp_path: Path
         assert statuses == {health_pb2.HealthCheckResponse.NOT_SERVING}
         serving_event = _wait_for(server, "serving")[0]
         assert serving_event["processes"] == 2
-        assert set(serving_event["rss_mib"]) == {"0", "1"}  # type: ignore[arg-type]
+        assert set(serving_event["rss_mib"]) == {"0", "1"}  # type: ignore[call-overload]
         assert all(_status(server.address) == health_pb2.HealthCheckResponse.SERVING for _ in range(6))
         assert _listeners(server.port) == 2  # two listeners, one port (SO_REUSEPORT)
         for _ in range(8):  # new connections, spread over both

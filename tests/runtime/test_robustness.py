@@ -15,6 +15,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -75,7 +76,10 @@ def test_a_flood_above_max_in_flight_is_resource_exhausted_and_health_answers(tm
 
 
 def test_idle_streams_do_not_starve_health_and_end_after_stream_idle_s(tmp_path: Path) -> None:
-    settings = {"concurrency": {"max_in_flight": 4, "workers": 1}, "timeouts": {"stream_idle_s": 1.5}}
+    settings: dict[str, Any] = {
+        "concurrency": {"max_in_flight": 4, "workers": 1},
+        "timeouts": {"stream_idle_s": 1.5},
+    }
     with serving(tmp_path, **settings) as server, grpc.insecure_channel(server.address) as channel:
         stub = inference(channel)
         never = threading.Event()
@@ -170,7 +174,10 @@ def test_drain_s_bounds_the_exit_and_late_calls_are_unavailable(tmp_path: Path) 
 
 
 def test_sigterm_answers_every_request_already_received(tmp_path: Path) -> None:
-    settings = {"concurrency": {"max_in_flight": 64, "workers": 1}, "timeouts": {"drain_s": 20.0}}
+    settings: dict[str, Any] = {
+        "concurrency": {"max_in_flight": 64, "workers": 1},
+        "timeouts": {"drain_s": 20.0},
+    }
     with serving(tmp_path, **settings) as server, grpc.insecure_channel(server.address) as channel:
         stub = inference(channel)
         with ThreadPoolExecutor(30) as pool:
