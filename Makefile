@@ -9,7 +9,7 @@ PYTEST_ARGS := $(if $(TESTS),-k "$(TESTS)",)
 # Debian packages the integration tests and the main job call (daemonless container tools).
 DEBIAN_PACKAGES := buildah skopeo umoci runc qemu-user-static gpgv debian-archive-keyring ca-certificates nghttp2-client docker-registry
 
-.PHONY: generate help deps dev lock-dev lint fmt test test-integration test-runtime check demo demo-registry bench update-golden clean
+.PHONY: generate help deps dev lock-dev bench-peers lint fmt test test-integration test-runtime check demo demo-registry bench update-golden clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -35,6 +35,7 @@ UV_COMPILE := pip compile -q --universal --python-version 3.11 --generate-hashes
 lock-dev: dev ## refresh requirements/*.lock (pinned, hashed dev and test dependencies) from pyproject.toml
 	$(BIN)/uv $(UV_COMPILE) --upgrade --extra dev pyproject.toml requirements/build.in -o requirements/dev.lock
 	$(BIN)/uv $(UV_COMPILE) --upgrade requirements/runtime-tests.in -o requirements/runtime-tests.lock
+	for peer in kserve mlserver; do $(BIN)/uv $(UV_COMPILE) --upgrade requirements/bench-$$peer.in -o requirements/bench-$$peer.lock || exit 1; done
 
 fmt: dev ## format the code
 	$(BIN)/ruff format omi_build tests examples bench
@@ -90,7 +91,17 @@ demo-registry: deps dev ## the main job, then push, pull, verify and deploy thro
 	  trap 'kill $$(cat omi-out/registry/pid) 2>/dev/null' EXIT; sleep 1; \
 	  $(MAKE) --no-print-directory demo REGISTRY=127.0.0.1:5000
 
-bench: deps dev ## print the benchmark figures (bench/*.py)
+# bench/serve.py measures KServe's and MLServer's servers beside omi-build's: each in its own
+# venv (their protobuf pins clash with each other and with ours), never in the project's.
+BENCH_PEERS := .venv-bench-kserve .venv-bench-mlserver
+
+.venv-bench-%: requirements/bench-%.lock | dev
+	rm -rf $@ && $(PYTHON) -m venv $@
+	$(BIN)/uv pip install -q --python $@/bin/python --require-hashes -r $<
+
+bench-peers: $(BENCH_PEERS) ## the venvs of the servers bench/serve.py compares with (KServe, MLServer)
+
+bench: deps dev $(BENCH_PEERS) ## print the benchmark figures (bench/*.py)
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 generate: dev ## regenerate the runtime gRPC stubs from protos/
@@ -101,4 +112,4 @@ update-golden: dev ## rewrite the golden files (error texts, image digest); revi
 	OMI_UPDATE_GOLDEN=1 $(BIN)/pytest -q -m integration tests/integration/test_build.py -k golden
 
 clean: ## remove the virtual environment and caches
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) $(BENCH_PEERS) .mypy_cache .ruff_cache .pytest_cache .hypothesis
