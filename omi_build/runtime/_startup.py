@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 _LOG_FIELD = 1000  # characters of one log field: a client's 1 MB name costs one short line
 MAX_PROCESSES = 64
+AUTO_WITHOUT_QUOTA = 8  # "auto" where the cgroup sets no CPU quota
 
 
 class StartupError(Exception):
@@ -114,6 +115,12 @@ def _cgroup_v1_limit(root: Path) -> float | None:
     return None
 
 
+def cpu_quota(cgroup_root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """The cgroup's CPU quota in CPUs (v2, else v1); None where there is none."""
+    quota = _cgroup_v2_limit(cgroup_root)
+    return quota if quota is not None else _cgroup_v1_limit(cgroup_root)
+
+
 def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
     """The CPUs this process may use: its affinity mask, capped by its cgroup's CPU quota
     (rounded up: 1.5 CPUs of quota keep two processes busy), not the host's count."""
@@ -121,9 +128,7 @@ def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
         count = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         count = os.cpu_count() or 1
-    quota = _cgroup_v2_limit(cgroup_root)
-    if quota is None:
-        quota = _cgroup_v1_limit(cgroup_root)
+    quota = cpu_quota(cgroup_root)
     if quota is not None:
         count = min(count, max(1, math.ceil(quota)))
     return max(1, count)
@@ -131,14 +136,20 @@ def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
 
 def process_count(raw: dict[str, Any], environ: dict[str, str] | None = None) -> int:
     """How many server processes: OMI_PROCESSES, else serving.concurrency.processes, where
-    "auto" (the default) is the CPUs available, or 1 on a GPU (each process would hold its
-    own copy of the model in GPU memory, and the GPU serializes their calls anyway)."""
+    "auto" (the default) is the CPUs available (at most 8 without a CPU quota), or 1 on a GPU
+    (each process would hold its own copy of the model in GPU memory, and the GPU serializes
+    their calls anyway)."""
     env = os.environ if environ is None else environ
     setting: Any = env.get("OMI_PROCESSES") or raw["serving"].get("concurrency", {}).get("processes", 1)
     if setting == "auto":
         if (raw.get("device") or {}).get("accelerator") == "cuda":
             return 1
-        return min(available_cpus(), MAX_PROCESSES)
+        count = available_cpus()
+        if cpu_quota() is None:
+            # No CPU limit (a Kubernetes pod without one sees the whole node): a bound, so a
+            # 96-core node does not get 96 copies of the model.
+            count = min(count, AUTO_WITHOUT_QUOTA)
+        return min(count, MAX_PROCESSES)
     try:
         count = int(setting)
     except (TypeError, ValueError):

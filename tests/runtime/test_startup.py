@@ -61,6 +61,7 @@ def _raw(processes: object, accelerator: str = "cpu") -> dict[str, object]:
 
 def test_process_count(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_startup, "available_cpus", lambda: 6)
+    monkeypatch.setattr(_startup, "cpu_quota", lambda: 5.5)
     assert process_count(_raw("auto"), {}) == 6
     assert process_count(_raw("auto", "cuda"), {}) == 1  # one copy of the model per GPU
     assert process_count(_raw(3), {}) == 3
@@ -72,3 +73,10 @@ def test_process_count(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_bad_process_count_is_a_clear_error(value: str) -> None:
     with pytest.raises(StartupError, match="processes"):
         process_count(_raw("auto"), {"OMI_PROCESSES": value})
+
+
+def test_auto_without_a_cpu_quota_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_startup, "available_cpus", lambda: 96)  # a whole node, no limit
+    monkeypatch.setattr(_startup, "cpu_quota", lambda: None)
+    assert process_count(_raw("auto"), {}) == 8
+    assert process_count(_raw(12), {}) == 12  # asked for: as asked
