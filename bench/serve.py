@@ -414,9 +414,8 @@ def main() -> None:  # noqa: C901, PLR0912, PLR0915 - one report, top to bottom
                         measured = _h2load(server, bodies[rows], connections, streams, scratch / "h2load.log")
                         results.setdefault(cell, {}).setdefault(server.name, []).append(measured)
             steal, total = (after - before for after, before in zip(_steal(), steal_before, strict=True))
-            print(
-                f"\nCPU time the hypervisor took from this machine during the cells: {100 * steal / max(total, 1):.0f}%"
-            )
+            taken = 100 * steal / max(total, 1)
+            print(f"\nCPU time the hypervisor took from this machine during the cells: {taken:.0f}%")
             for cell in CELLS:
                 rows, connections, streams = cell
                 print(
