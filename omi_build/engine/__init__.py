@@ -220,6 +220,10 @@ def runc_bundle(
         kept = [e for e in config["process"]["env"] if not e.startswith(names)]
         config["process"]["env"] = [*kept, *env]
     if emulate is not None:
+        # Under an explicit emulator the image's Python cannot exec another Python (the host
+        # kernel does not know aarch64 binaries), so it serves as one process.
+        if not any(e.startswith("OMI_PROCESSES=") for e in env or []):
+            config["process"]["env"] = [*config["process"]["env"], "OMI_PROCESSES=1"]
         target = bundle / "rootfs" / EMULATOR_PATH.lstrip("/")
         shutil.copyfile(emulate, target)
         target.chmod(0o755)

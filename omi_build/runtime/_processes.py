@@ -113,6 +113,9 @@ class Supervisor:
             command += ["--model-dir", str(self.model_dir)]
         try:
             process = subprocess.Popen(command, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
         ours.setblocking(False)
@@ -187,9 +190,14 @@ class Supervisor:
             self._start(index)
 
     # -- the whole -------------------------------------------------------------------------
-    def run(self) -> int:
+    def run(self) -> int:  # noqa: C901 - start, the loop, and the clean-up in one place
         try:
             check_port_free(self.host, self.port)
+            self._start(0)  # the first process, here, so a Python that cannot start fails clearly
+        except OSError as exc:
+            message = f"cannot start a server process ({sys.executable}): {exc.strerror or exc}"
+            self.log("startup_failed", level="error", message=f"{message}; set OMI_PROCESSES=1")
+            return 1
         except StartupError as exc:
             self.log("startup_failed", level="error", message=str(exc))
             return 1
@@ -205,7 +213,7 @@ class Supervisor:
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
-            for index in range(self.count):
+            for index in range(1, self.count):
                 self._start(index)
             threading.Thread(target=self._verify, name="verify-files", daemon=True).start()
             while self.children:
