@@ -156,6 +156,17 @@ def _ready(port: int, timeout: float = 120) -> None:
     raise RuntimeError(msg)
 
 
+def _when_ready(server: Server, started: float) -> Server:
+    """The server once it answers ready, with the time that took; stopped if it never does."""
+    try:
+        _ready(server.port)
+    except BaseException:
+        server.stop()
+        raise
+    server.started_s = time.perf_counter() - started
+    return server
+
+
 def _image_server(name: str, layout: Path, log: Path, **options: Any) -> Server:
     port = _port()
     output = log.open("wb")
@@ -171,12 +182,7 @@ def _image_server(name: str, layout: Path, log: Path, **options: Any) -> Server:
         running.stop()
         output.close()
 
-    try:
-        _ready(port)
-    except BaseException:
-        stop()
-        raise
-    return Server(name, port, stop, pid, time.perf_counter() - started)
+    return _when_ready(Server(name, port, stop, pid), started)
 
 
 def _process_server(name: str, command: list[str], log: Path, env: dict[str, str], cwd: Path) -> Server:
@@ -196,12 +202,7 @@ def _process_server(name: str, command: list[str], log: Path, env: dict[str, str
             process.wait()
         output.close()
 
-    try:
-        _ready(port)
-    except BaseException:
-        stop()
-        raise
-    return Server(name, port, stop, lambda: process.pid, time.perf_counter() - started)
+    return _when_ready(Server(name, port, stop, lambda: process.pid), started)
 
 
 def _kserve(scratch: Path) -> Server:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._startup import StartupError, log_event, verify_files
+from ._startup import StartupError, log_event, process_age_s, verify_files
 
 RESTARTS = 5
 RESTART_WINDOW_S = 60.0
@@ -42,15 +42,6 @@ def _rss_mib(pid: int) -> float | None:
     except OSError:
         pass
     return None
-
-
-def _process_age_s() -> float | None:
-    try:
-        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-        return uptime - ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -277,7 +268,7 @@ class Supervisor:
         self._serving = True
         for child in self.children.values():
             self._send_serve(child)
-        age = _process_age_s()
+        age = process_age_s()
         self.log(
             "serving",
             startup_ms=round(age * 1000) if age is not None else None,

@@ -23,21 +23,11 @@ from ._health import NOT_SERVING, SERVING, HealthService, ReflectionService, add
 from ._limits import Deadlines, Gate, Guarded
 from ._model import StartupError, load_model, read_config, verify_files
 from ._processes import READY, SERVE, SHUTDOWN
-from ._startup import log_event, resolve_port
+from ._startup import log_event, process_age_s, resolve_port
 
 RUNTIME_VERSION = "1"
 OIP_SERVICE = "inference.GRPCInferenceService"
 OMI_SERVICE = "ModzyModel"
-
-
-def _process_age_s() -> float | None:
-    """Seconds since this process started, from /proc (None where there is no /proc)."""
-    try:
-        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-        return uptime - ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 @dataclass
@@ -221,7 +211,7 @@ async def serve(
         workers=int(serving["concurrency"]["workers"]),
     )
     state.batcher.start()
-    age = _process_age_s()
+    age = process_age_s()
     startup_ms = round(age * 1000) if age is not None else None
     if link is not None:
         link.send(READY)

@@ -174,3 +174,13 @@ def resolve_port(raw: dict[str, Any], override: int | None) -> int:
             raise StartupError(msg)
         return int(from_env)
     return int(raw["serving"]["port"])
+
+
+def process_age_s() -> float | None:
+    """Seconds since this process started, from /proc (None where there is no /proc)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
