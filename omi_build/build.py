@@ -8,12 +8,26 @@ layers two platforms have in common), the serving config. Platforms build side b
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from omi_build import describe, image, layers, policy, registry, serving_config, settings, workspace
+from omi_build import (
+    atomic,
+    describe,
+    image,
+    layers,
+    policy,
+    registry,
+    sbom,
+    serving_config,
+    settings,
+    workspace,
+)
 from omi_build import lock as locking
 from omi_build.download import Downloads
 from omi_build.errors import BuildError, LockError, ModelSignatureError, OmiError
@@ -202,7 +216,10 @@ def _target(  # noqa: PLR0917 - the pipeline's one call, argument per stage inpu
         raise BuildError(msg, hint=f"its platforms are: {', '.join(spec.platforms)}")
     epoch = settings.source_date_epoch(manifest.build.source_date_epoch)
     digests = layers.model_file_digests(
-        manifest.directory, manifest.model.files, allow_links=manifest.model.allow_links
+        manifest.directory,
+        manifest.model.files,
+        allow_links=manifest.model.allow_links,
+        known=store.stats(manifest.directory),
     )
     if manifest.model.signature is not None:
         _check_model_signature(manifest, digests)
@@ -246,8 +263,10 @@ def _target(  # noqa: PLR0917 - the pipeline's one call, argument per stage inpu
                 downloads.cancel()
                 raise
         downloads.finish()  # a file no layer needed (its layer was cached) may still fail
+    memo = _LicenceMemo(store, manifest)
     for built in images:
-        rules += policy.check_image(manifest, built.platform, built.layers)
+        rules += policy.check_image(manifest, built.platform, built.layers, memo.verdicts)
+    memo.save()
     label = selection.package.label(target)
     if options.policy_only:
         return BuiltTarget(
@@ -260,6 +279,7 @@ def _target(  # noqa: PLR0917 - the pipeline's one call, argument per stage inpu
         Layout.open(directory), images, manifest=manifest, lock=current, target=target, label=label,
         digests=digests, epoch=epoch,
     )  # fmt: skip
+    memo.save()
     if options.docker_archive is not None:
         repo_tag = f"{manifest.metadata.name}:{manifest.metadata.version}"
         image.write_docker_archive(
@@ -285,6 +305,38 @@ def _target(  # noqa: PLR0917 - the pipeline's one call, argument per stage inpu
         ),
         policy=tuple(rules),
     )
+
+
+class _LicenceMemo:
+    """What SPDX parsing found in earlier builds, kept in the cache: building the parser and
+    parsing every package's licences took most of a no-op build's time."""
+
+    def __init__(self, store: Store, manifest: Manifest) -> None:
+        stats = store.folder("stats")
+        self._verdicts_path = stats / f"licenses-{policy.licenses_key(manifest)}.json"
+        self._ids_path = stats / f"spdx-{policy.licenses_key(None)}.json"
+        self.verdicts = self._read(self._verdicts_path)
+        sbom.preload(self._read(self._ids_path))
+        self._sizes = (len(self.verdicts), len(sbom.known_ids()))
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, Any]:
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return raw if isinstance(raw, dict) else {}
+
+    def save(self) -> None:
+        """Write what this build learned (a memo that cannot be written only costs time)."""
+        sizes = (len(self.verdicts), len(sbom.known_ids()))
+        with contextlib.suppress(OSError):
+            self._verdicts_path.parent.mkdir(parents=True, exist_ok=True)
+            if sizes[0] != self._sizes[0]:
+                atomic.write_text(self._verdicts_path, json.dumps(self.verdicts, sort_keys=True))
+            if sizes[1] != self._sizes[1]:
+                atomic.write_text(self._ids_path, json.dumps(sbom.known_ids(), sort_keys=True))
+        self._sizes = sizes
 
 
 def _check_model_signature(manifest: Manifest, digests: dict[str, str]) -> None:

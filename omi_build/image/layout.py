@@ -19,16 +19,17 @@ import json
 import os
 import shutil
 import tarfile
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omi_build import atomic
-from omi_build.digests import canonical, digest_of
+from omi_build.digests import canonical, digest_of, sha256_stream
 from omi_build.errors import BuildError, LayoutError
 from omi_build.platforms import arch_of
-from omi_build.store import Store, sha256_file
+from omi_build.store import WRITTEN_MTIME_NS, StatCache, Store, sha256_file
 
 if TYPE_CHECKING:
     from . import PlatformImage
@@ -77,11 +78,28 @@ def _copy(source: Path, destination: Path) -> None:
         os.fsync(writer.fileno())
 
 
-def _intact(path: Path, digest: str) -> bool:
-    """Whether the layout already holds the blob, byte for byte (re-hashed, never trusted by size)."""
+def _intact(path: Path, digest: str, known: StatCache | None = None) -> bool:
+    """Whether the layout already holds the blob, byte for byte: re-hashed, never trusted by
+    size, unless its stat is the one it had when this cache last hashed or wrote it."""
     if not path.is_file() or path.is_symlink():
         return False
-    return sha256_file(path) == digest.removeprefix("sha256:")
+    if known is None:
+        return sha256_file(path) == digest.removeprefix("sha256:")
+    try:
+        with path.open("rb") as stream:
+            return known.digest(path.name, stream, sha256_stream) == digest.removeprefix("sha256:")
+    except OSError:
+        return False
+
+
+def _trust_placed(path: Path, digest: str, known: StatCache) -> None:
+    """A blob just copied from a checked cache entry: remembered, its mtime set to the one
+    any later write would change (as the store does for its own blobs)."""
+    try:
+        os.utime(path, ns=(path.stat().st_atime_ns, WRITTEN_MTIME_NS))
+        known.remember(path.name, path.stat(), digest.removeprefix("sha256:"), started_ns=time.time_ns())
+    except OSError:
+        return
 
 
 def _place(source: Path, target: Path) -> None:
@@ -129,12 +147,14 @@ def _write_layout(
 ) -> str:
     blobs = directory / "blobs" / "sha256"
     _make_layout_dirs(directory, blobs)
+    known = store.stats(blobs)
     for image in images:
         for layer in image.layers:
             target = blobs / layer.blob.digest.removeprefix("sha256:")
-            if not _intact(target, layer.blob.digest):  # a damaged earlier blob is written again
+            if not _intact(target, layer.blob.digest, known):  # a damaged earlier blob is written again
                 source = store.verified(layer.blob.digest, what=f"layer {layer.name}")
                 _place(source, target)
+                _trust_placed(target, layer.blob.digest, known)
         _write_blob(blobs, image.config)
         _write_blob(blobs, image.manifest)
     index_bytes = index(images, labels)

@@ -224,9 +224,10 @@ def runtime_entries() -> list[Entry]:
 
 
 def model_file_digests(
-    directory: Path, patterns: Iterable[str], *, allow_links: bool = False
+    directory: Path, patterns: Iterable[str], *, allow_links: bool = False, known: files.Known | None = None
 ) -> dict[str, str]:
-    """Relative path -> sha256 of every file the manifest's globs select, hashed in chunks.
+    """Relative path -> sha256 of every file the manifest's globs select, hashed in chunks
+    (or, with `known`, remembered for a file whose stat has not changed since it was hashed).
 
     The package is checked again here, not only by `validate`: a link or special file put in
     after validation (or hidden by the manifest cache) fails the build before anything is read.
@@ -238,7 +239,7 @@ def model_file_digests(
         msg = f"{relative} {why}{more}"
         raise PackageFileError(msg, hint="nothing was built; run 'omi-build validate' for every problem")
     found = {
-        relative: files.sha256_inside(directory, relative, allow_links=allow_links)
+        relative: files.sha256_inside(directory, relative, allow_links=allow_links, known=known)
         for relative in selection.files
     }
     return dict(sorted(found.items()))

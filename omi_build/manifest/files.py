@@ -19,11 +19,11 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, Protocol
 
 from omi_build.digests import sha256_stream
 from omi_build.errors import PackageFileError
@@ -176,7 +176,18 @@ def read_inside(root: Path, relative: str, *, allow_links: bool = False) -> byte
         return stream.read()
 
 
-def sha256_inside(root: Path, relative: str, *, allow_links: bool = False) -> str:
-    """The file's sha256 ("sha256:<hex>"), read in 1 MiB chunks: bounded memory at any size."""
+class Known(Protocol):
+    """Digests remembered by stat (store.StatCache): a file unchanged since is not read again."""
+
+    def digest(self, key: str, stream: IO[bytes], compute: Callable[[IO[bytes]], str]) -> str: ...
+
+
+def sha256_inside(root: Path, relative: str, *, allow_links: bool = False, known: Known | None = None) -> str:
+    """The file's sha256 ("sha256:<hex>"), read in 1 MiB chunks: bounded memory at any size.
+
+    With `known`, a file whose stat (taken on the file opened here, so never through a link)
+    is the one it had when last hashed is not read at all."""
     with open_inside(root, relative, allow_links=allow_links) as stream:
-        return "sha256:" + sha256_stream(stream)
+        if known is None:
+            return "sha256:" + sha256_stream(stream)
+        return "sha256:" + known.digest(relative, stream, sha256_stream)

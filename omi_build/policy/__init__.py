@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from omi_build.digests import canonical, digest_of
 from omi_build.errors import PolicyError
 from omi_build.layers import Component, Layer
 from omi_build.lock import PlatformLock
@@ -195,15 +196,29 @@ def license_verdict(expression: str, allow: frozenset[str], deny: frozenset[str]
     return _satisfiable(_licensing().parse(expression), ok)
 
 
-def check_licenses(manifest: Manifest, platform: str, layers: Sequence[Layer]) -> Result:
+def check_licenses(
+    manifest: Manifest,
+    platform: str,
+    layers: Sequence[Layer],
+    verdicts: MutableMapping[str, list[Any]] | None = None,
+) -> Result:
+    """`verdicts` (licence names joined by \\x1f -> [expression, passes]) remembers what this
+    policy's lists said of each set of names: parsing SPDX expressions takes most of a no-op
+    build's time otherwise. The caller keeps one per policy (policy_key)."""
     policy = manifest.security.licenses
     allow, deny = frozenset(policy.allow), frozenset(policy.deny)
     components: list[Component] = [c for layer in layers for c in layer.inventory]
     offending = []
+    verdicts = {} if verdicts is None else verdicts
     if allow or deny:
         for component in components:
-            expression, _ = license_expression(component.licenses)
-            if not license_verdict(expression, allow, deny):
+            key = "\x1f".join(component.licenses)
+            found = verdicts.get(key)
+            if not (isinstance(found, list) and len(found) == 2):  # a damaged memo entry: judged again
+                expression, _ = license_expression(component.licenses)
+                found = verdicts[key] = [expression, license_verdict(expression, allow, deny)]
+            expression, passes = found
+            if not passes:
                 kind = "Debian package" if component.kind == "deb" else "wheel"
                 offending.append(f"the {kind} {component.name} {component.version} is licensed {expression}")
     lists = " and ".join(
@@ -267,10 +282,32 @@ def check_size(manifest: Manifest, platform: str, layers: Sequence[Layer]) -> Re
     )
 
 
-def check_image(manifest: Manifest, platform: str, layers: Sequence[Layer]) -> list[Result]:
+def licenses_key(manifest: Manifest | None) -> str:
+    """What a memo of licence answers is valid for: the SPDX data and the policy's lists (None:
+    answers that depend on no policy, as spdx_id's)."""
+    from importlib.metadata import version  # noqa: PLC0415 - only builds that check licences
+
+    lists = (
+        []
+        if manifest is None
+        else [sorted(manifest.security.licenses.allow), sorted(manifest.security.licenses.deny)]
+    )
+    data = [lists, version("license-expression"), _VERDICT_FORMAT]
+    return digest_of(canonical(data)).removeprefix("sha256:")[:32]
+
+
+_VERDICT_FORMAT = 1  # bump when license_verdict or license_expression would judge otherwise
+
+
+def check_image(
+    manifest: Manifest,
+    platform: str,
+    layers: Sequence[Layer],
+    verdicts: MutableMapping[str, list[Any]] | None = None,
+) -> list[Result]:
     """The rules about one platform image, from its layers."""
     return [
-        check_licenses(manifest, platform, layers),
+        check_licenses(manifest, platform, layers, verdicts),
         *check_files(platform, layers),
         check_size(manifest, platform, layers),
     ]
@@ -321,7 +358,19 @@ def pod_security_for(uid: int, accelerator: str) -> dict[str, Any]:
 
 
 __all__ = [
-    "TMP_SIZE", "Result", "check_files", "check_image", "check_licenses", "check_model", "check_secrets",
-    "check_size", "container_security", "enforce", "license_verdict", "parse_size", "pod_security",
+    "TMP_SIZE",
+    "Result",
+    "check_files",
+    "check_image",
+    "check_licenses",
+    "check_model",
+    "check_secrets",
+    "check_size",
+    "container_security",
+    "enforce",
+    "license_verdict",
+    "licenses_key",
+    "parse_size",
+    "pod_security",
     "pod_security_for",
 ]  # fmt: skip

@@ -18,9 +18,12 @@ from urllib.parse import quote
 from omi_build import __version__
 from omi_build.digests import canonical
 
-from ._licenses import expression, spdx_id
+from ._licenses import expression, known_ids, preload, spdx_id
 
-__all__ = ["CYCLONEDX_TYPE", "SPDX_TYPE", "Component", "Contents", "cyclonedx", "license_expression", "spdx"]
+__all__ = [
+    "CYCLONEDX_TYPE", "SPDX_TYPE", "Component", "Contents", "cyclonedx", "known_ids", "license_expression",
+    "preload", "spdx",
+]  # fmt: skip
 
 
 def license_expression(names: tuple[str, ...]) -> tuple[str, dict[str, str]]:

@@ -8,6 +8,7 @@ spells those 'GPL-2.0-or-later' and 'MIT'. A name with no exact SPDX identifier 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
@@ -37,9 +38,31 @@ def license_ref(name: str) -> str:
     return "LicenseRef-" + (_REF_CHARACTERS.sub("-", name).strip("-") or "unnamed")
 
 
+# name -> spdx_id(name), found by this process or handed over by preload(): a build keeps
+# them in its cache, since building the SPDX parser and parsing take a no-op build's time.
+_FOUND: dict[str, str | None] = {}
+
+
+def preload(found: Mapping[str, Any]) -> None:
+    """Take spdx_id answers remembered from earlier runs (as known_ids() gave them)."""
+    for name, answer in found.items():
+        if answer is None or isinstance(answer, str):
+            _FOUND.setdefault(name, answer)
+
+
+def known_ids() -> dict[str, str | None]:
+    return dict(_FOUND)
+
+
 def spdx_id(name: str) -> str | None:
     """The SPDX expression that says exactly `name`, or None when there is none."""
     name = name.strip()
+    if name not in _FOUND:
+        _FOUND[name] = _spdx_id(name)
+    return _FOUND[name]
+
+
+def _spdx_id(name: str) -> str | None:
     if match := _GNU.match(name):
         family, major, minor, later = match.groups()
         prefix = f"{(family or '').upper()}GPL"

@@ -31,6 +31,10 @@ from omi_build.errors import CacheError, FetchError
 from omi_build.progress import Progress, Silent
 from omi_build.settings import network_attempts, network_timeout_s, ssl_context
 
+from ._stats import WRITTEN_MTIME_NS, StatCache
+
+__all__ = ["FOLDERS", "WRITTEN_MTIME_NS", "StatCache", "Store", "open_url", "sha256_file", "with_retries"]
+
 _CHUNK = 1 << 20
 _ABANDONED_AFTER_S = 24 * 3600
 _LOCAL_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
@@ -66,6 +70,11 @@ FOLDERS = {
         Folder(name="layers", what="which layer blob each set of inputs built", derived=True),
         Folder(name="manifests", what="validated manifests", derived=True),
         Folder(name="locks", what="locks between builds sharing the cache", derived=False),
+        Folder(
+            name="stats",
+            what="digests of files by their stat, so unchanged files are not read again",
+            derived=True,
+        ),
     )
 }
 
@@ -78,6 +87,10 @@ class Store:
         self.blobs = self.folder("blobs/sha256")
         # Blobs this process wrote or re-hashed: hashing them again would find nothing new.
         self._checked: set[str] = set()
+        # Blobs checked by an earlier build and not touched since (a write moves their stat).
+        self._stats = StatCache(self.folder("stats") / "blobs.json")
+        self._scopes: dict[str, StatCache] = {}
+        self._scopes_lock = threading.Lock()
 
     def folder(self, name: str) -> Path:
         """The path of a registered cache folder (KeyError for one not in FOLDERS)."""
@@ -100,6 +113,14 @@ class Store:
                             else:
                                 leftover.unlink()
 
+    def stats(self, scope: Path) -> StatCache:
+        """The stat cache of the files under `scope` (a model package, an output layout)."""
+        key = hashlib.sha256(os.fsencode(scope.resolve())).hexdigest()[:32]
+        with self._scopes_lock:
+            if key not in self._scopes:
+                self._scopes[key] = StatCache(self.folder("stats") / f"{key}.json")
+            return self._scopes[key]
+
     def path_for(self, digest: str) -> Path:
         return self.blobs / _hex(digest)
 
@@ -111,8 +132,10 @@ class Store:
         path = self.path_for(digest)
         if _hex(digest) in self._checked and path.is_file():
             return path
-        actual = sha256_file(path)
+        with path.open("rb") as stream:
+            actual = self._stats.digest(_hex(digest), stream, sha256_stream)
         if actual != _hex(digest):
+            self._stats.forget(_hex(digest))
             path.unlink(missing_ok=True)
             msg = f"cache entry for {what} is corrupt (sha256 {actual}, expected {_hex(digest)})"
             raise FetchError(msg, hint="it was removed; run the command again to download it anew")
@@ -184,12 +207,24 @@ class Store:
                     hint="the source changed or the download was tampered with; "
                     "if the change is intended, run 'omi-build lock' again",
                 )
-            Path(handle.name).replace(self.path_for(digest))  # the name it was opened by
+            final = self.path_for(digest)
+            Path(handle.name).replace(final)  # the name it was opened by
             writer.digest = digest
             self._checked.add(digest)
+            self._trust_written(final, digest)
         finally:
             handle.close()
             Path(handle.name).unlink(missing_ok=True)
+
+    def _trust_written(self, path: Path, digest: str) -> None:
+        """Remember a blob just written and checked: its mtime is set to WRITTEN_MTIME_NS, so
+        any later write to it changes its stat and it is hashed again."""
+        try:
+            st = path.stat()
+            os.utime(path, ns=(st.st_atime_ns, WRITTEN_MTIME_NS))
+            self._stats.remember(digest, path.stat(), digest, started_ns=time.time_ns())
+        except OSError:
+            return  # not remembered: the next build re-hashes it
 
     def put_bytes(self, data: bytes) -> Path:
         with self.writer() as out:
