@@ -90,7 +90,7 @@ class _Target:
     store: Store
     downloads: Downloads
     builder: LayerBuilder
-    digests: dict[str, str]
+    files: layers.ModelFiles
     config: bytes
     epoch: int
     progress: Progress
@@ -132,7 +132,7 @@ class _Target:
                 model = pool.submit(
                     builder.model,
                     manifest.directory,
-                    self.digests,
+                    self.files,
                     self.config,
                     uid=uid,
                     allow_links=manifest.model.allow_links,
@@ -215,20 +215,11 @@ def _target(  # noqa: PLR0917 - the pipeline's one call, argument per stage inpu
         msg = f"target {target} is not built for {options.platform}"
         raise BuildError(msg, hint=f"its platforms are: {', '.join(spec.platforms)}")
     epoch = settings.source_date_epoch(manifest.build.source_date_epoch)
-    digests = layers.model_file_digests(
-        manifest.directory,
-        manifest.model.files,
-        allow_links=manifest.model.allow_links,
-        known=store.stats(manifest.directory),
-    )
-    if manifest.model.signature is not None:
-        _check_model_signature(manifest, digests)
-    rules = policy.check_model(manifest, digests, [(p, current.platform(target, p)) for p in platforms])
+    allow_links = manifest.model.allow_links
+    names = layers.model_file_names(manifest.directory, manifest.model.files, allow_links=allow_links)
+    rules = policy.check_model(manifest, names, [(p, current.platform(target, p)) for p in platforms])
     if not options.policy_only:
         policy.enforce(rules)  # before any layer is built
-    config = serving_config.render(
-        serving_config.of(manifest, digests, model_dir="/" + layers.MODEL_DIR, target=target)
-    )
     python_version = manifest.python.version
     host = host_platform() or ""
     interpreter = layers.interpreter_packages(
@@ -247,12 +238,24 @@ def _target(  # noqa: PLR0917 - the pipeline's one call, argument per stage inpu
             remote=remote,
         ) as builder,
     ):
+        # Each model file is read once at most: a big one that changed has its layer written
+        # as it is hashed, unless the signature must be checked first.
+        found = builder.model_files(
+            manifest.directory, names, known=store.stats(manifest.directory), allow_links=allow_links,
+            one_pass=manifest.model.signature is None,
+        )  # fmt: skip
+        digests = found.digests
+        if manifest.model.signature is not None:
+            _check_model_signature(manifest, digests)
+        config = serving_config.render(
+            serving_config.of(manifest, digests, model_dir="/" + layers.MODEL_DIR, target=target)
+        )
         if host not in platforms:
             # The host's Python compiles the bytecode, downloaded only if a layer needs it.
             downloads.request(locking.deb_sources(manifest, interpreter), deferred=True)
         job = _Target(
             manifest=manifest, lock=current, name=target, store=store, downloads=downloads,
-            builder=builder, digests=digests, config=config, epoch=epoch, progress=progress,
+            builder=builder, files=found, config=config, epoch=epoch, progress=progress,
         )  # fmt: skip
         # Platforms build side by side: decompression, hashing and compression release the
         # GIL, and bytecode compiles in processes; layers they share are built once.

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,14 +23,14 @@ from pathlib import Path
 from typing import Any, Protocol, Self
 
 from omi_build import atomic
-from omi_build.digests import canonical, digest_of
+from omi_build.digests import canonical, digest_of, sha256_stream
 from omi_build.download import Downloads
 from omi_build.errors import BuildError, FetchError, PackageFileError
 from omi_build.lock import DebPackage, Wheel
 from omi_build.manifest import files
 from omi_build.platforms import arch_of
 from omi_build.progress import Progress
-from omi_build.store import Store
+from omi_build.store import StatCache, Store
 
 from . import _deb, _interpreter, _inventory
 from ._inventory import Component
@@ -55,8 +56,8 @@ _SHELLS = ("usr/bin/sh", "usr/bin/bash", "usr/bin/dash", "usr/bin/busybox", "usr
 _RUNTIME_SOURCE = Path(__file__).resolve().parent.parent / "runtime"
 
 __all__ = [
-    "PROGRAMS", "Archive", "Blob", "Component", "Entry", "Facts", "Layer", "LayerBuilder", "Unpacked",
-    "built_blobs",
+    "PROGRAMS", "Archive", "Blob", "Component", "Entry", "Facts", "Layer", "LayerBuilder", "ModelFiles",
+    "Unpacked", "built_blobs", "file_groups", "model_file_digests", "model_file_names",
     "wheel_entries",
 ]  # fmt: skip
 
@@ -223,11 +224,8 @@ def runtime_entries() -> list[Entry]:
     return entries
 
 
-def model_file_digests(
-    directory: Path, patterns: Iterable[str], *, allow_links: bool = False, known: files.Known | None = None
-) -> dict[str, str]:
-    """Relative path -> sha256 of every file the manifest's globs select, hashed in chunks
-    (or, with `known`, remembered for a file whose stat has not changed since it was hashed).
+def model_file_names(directory: Path, patterns: Iterable[str], *, allow_links: bool = False) -> list[str]:
+    """The files the manifest's globs select, relative to the package, sorted.
 
     The package is checked again here, not only by `validate`: a link or special file put in
     after validation (or hidden by the manifest cache) fails the build before anything is read.
@@ -238,11 +236,45 @@ def model_file_digests(
         more = f" (and {len(selection.refused) - 1} more)" if len(selection.refused) > 1 else ""
         msg = f"{relative} {why}{more}"
         raise PackageFileError(msg, hint="nothing was built; run 'omi-build validate' for every problem")
-    found = {
+    return sorted(selection.files)
+
+
+def model_file_digests(
+    directory: Path, patterns: Iterable[str], *, allow_links: bool = False, known: files.Known | None = None
+) -> dict[str, str]:
+    """Relative path -> sha256 of every file the manifest's globs select, hashed in chunks
+    (or, with `known`, remembered for a file whose stat has not changed since it was hashed)."""
+    return {
         relative: files.sha256_inside(directory, relative, allow_links=allow_links, known=known)
-        for relative in selection.files
+        for relative in model_file_names(directory, patterns, allow_links=allow_links)
     }
-    return dict(sorted(found.items()))
+
+
+# A model file this big gets a layer of its own (a few share one past MAX_FILE_LAYERS): a
+# changed file rebuilds only its layer, and registries and runtimes fetch layers side by side.
+# One file cannot span layers: each layer's tar holds whole files, and the last one wins.
+BIG_FILE_BYTES = 64 << 20
+MAX_FILE_LAYERS = 16
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ModelFiles:
+    """The model's files as a build found them: every digest, and the layers of its data files
+    that were built while they were hashed (one read for a changed file, none for the rest)."""
+
+    digests: dict[str, str]
+    groups: tuple[tuple[str, ...], ...]  # the data files of each layer, in layer order
+    built: dict[tuple[str, ...], Layer]  # layers already made, by group
+
+
+def file_groups(sizes: dict[str, int]) -> list[tuple[str, ...]]:
+    """The data files' layers: the small files together, then each big file alone (in path
+    order, consecutive ones sharing a layer when there are more than MAX_FILE_LAYERS)."""
+    small = tuple(name for name, size in sorted(sizes.items()) if size < BIG_FILE_BYTES)
+    big = [name for name, size in sorted(sizes.items()) if size >= BIG_FILE_BYTES]
+    per_layer = -(-len(big) // MAX_FILE_LAYERS) if big else 1
+    groups = [tuple(big[start : start + per_layer]) for start in range(0, len(big), per_layer)]
+    return ([small] if small else []) + groups
 
 
 class RemoteCache(Protocol):
@@ -464,17 +496,102 @@ class LayerBuilder:
             lambda: with_bytecode(entries, (SITE_PACKAGES,), self.unpacker.compiler),
         )
 
+    def model_files(
+        self,
+        directory: Path,
+        names: Sequence[str],
+        *,
+        known: StatCache,
+        allow_links: bool = False,
+        one_pass: bool = True,
+    ) -> ModelFiles:
+        """Every model file's digest: remembered by stat, or read. With `one_pass`, a big data
+        file that changed is read once, its layer written while it is hashed."""
+        digests: dict[str, str] = {}
+        sizes: dict[str, int] = {}
+        for relative in names:
+            with files.open_inside(directory, relative, allow_links=allow_links) as stream:
+                st = os.fstat(stream.fileno())
+                if not relative.endswith(".py"):
+                    sizes[relative] = st.st_size
+                found = known.known(relative, st)
+                if found is None and (
+                    not one_pass or relative.endswith(".py") or st.st_size < BIG_FILE_BYTES
+                ):
+                    found = known.digest(relative, stream, sha256_stream)
+                if found is not None:
+                    digests[relative] = "sha256:" + found
+        groups = file_groups(sizes)
+        built: dict[tuple[str, ...], Layer] = {}
+        for group in groups:
+            if any(name not in digests for name in group):
+                selection = {name: digests.get(name) for name in group}
+                layer, found_now = self._hashing_layer(
+                    directory, selection, known=known, allow_links=allow_links
+                )
+                built[group] = layer
+                digests.update(found_now)
+        return ModelFiles(digests=dict(sorted(digests.items())), groups=tuple(groups), built=built)
+
+    def _hashing_layer(
+        self, directory: Path, selection: dict[str, str | None], *, known: StatCache, allow_links: bool
+    ) -> tuple[Layer, dict[str, str]]:
+        """The layer of files not all hashed yet (digest None), written while they are read:
+        their digests come out of the same pass, and the layer is recorded under the key they
+        give, as if it had been built from them."""
+        started = time.time_ns()
+        entries = self._file_entries(directory, selection, allow_links=allow_links)
+        name = _files_layer_name(tuple(selection))
+        self.progress.step(f"layer {name}")
+        blob = write(
+            entries, self.store, compression=self.compression, epoch=self.epoch, pool=self._compressing
+        )
+        found: dict[str, str] = {}
+        for entry in entries:
+            assert entry.source is not None  # noqa: S101 - _file_entries streams every file
+            relative, digest = entry.source.name, entry.source.found["digest"]
+            found[relative] = digest
+            known.remember(
+                relative, entry.source.found["stat"], digest.removeprefix("sha256:"), started_ns=started
+            )
+        key = self._key({"files": found})
+        facts = Facts.of(entries)
+        record = _record(blob, (), facts)
+        with self.store.lock(f"layer-{key}"):
+            self.records.mkdir(parents=True, exist_ok=True)
+            atomic.write_text(self.records / f"{key}.json", record)
+        if self.remote is not None:
+            self.remote.publish(key, record)
+        return Layer(name=name, blob=blob, facts=facts), found
+
+    @staticmethod
+    def _file_entries(directory: Path, selection: dict[str, str | None], *, allow_links: bool) -> list[Entry]:
+        """Entries that stream each file while the tar is written (checked against its digest
+        where it is known)."""
+        entries = []
+        for relative, digest in selection.items():
+            with files.open_inside(directory, relative, allow_links=allow_links) as stream:
+                size = os.fstat(stream.fileno()).st_size
+            source = Source(
+                name=relative,
+                size=size,
+                digest=digest,
+                open=functools.partial(files.open_inside, directory, relative, allow_links=allow_links),
+            )
+            entries.append(Entry(path=f"{MODEL_DIR}/{relative}", source=source))
+        return entries
+
     def model(
         self,
         directory: Path,
-        digests: dict[str, str],
+        found: ModelFiles,
         config: bytes,
         *,
         uid: int,
         allow_links: bool = False,
     ) -> list[Layer]:
+        digests = found.digests
         code = {path: digest for path, digest in digests.items() if path.endswith(".py")}
-        data_files = {path: digest for path, digest in digests.items() if not path.endswith(".py")}
 
         def code_entries(selection: dict[str, str]) -> list[Entry]:
             entries = []
@@ -486,20 +603,6 @@ class LayerBuilder:
                 entries.append(Entry(path=f"{MODEL_DIR}/{relative}", data=data))
             return entries
 
-        def streamed_entries(selection: dict[str, str]) -> list[Entry]:
-            entries = []
-            for relative, digest in selection.items():
-                with files.open_inside(directory, relative, allow_links=allow_links) as stream:
-                    size = os.fstat(stream.fileno()).st_size
-                source = Source(
-                    name=relative,
-                    size=size,
-                    digest=digest,
-                    open=functools.partial(files.open_inside, directory, relative, allow_links=allow_links),
-                )
-                entries.append(Entry(path=f"{MODEL_DIR}/{relative}", source=source))
-            return entries
-
         layers = [
             self.layer(
                 "model code",
@@ -507,9 +610,17 @@ class LayerBuilder:
                 lambda: with_bytecode(code_entries(code), (MODEL_DIR,), self.unpacker.compiler),
             )
         ]
-        if data_files:
+        for group in found.groups:
+            if group in found.built:
+                layers.append(found.built[group])
+                continue
+            selection: dict[str, str | None] = {name: digests[name] for name in group}
             layers.append(
-                self.layer("model files", {"files": data_files}, lambda: streamed_entries(data_files))
+                self.layer(
+                    _files_layer_name(group),
+                    {"files": selection},
+                    functools.partial(self._file_entries, directory, selection, allow_links=allow_links),
+                )
             )
         # Last and tiny: it records every file's digest, so it changes with any of them.
         layers.append(
@@ -520,6 +631,10 @@ class LayerBuilder:
             )
         )
         return layers
+
+
+def _files_layer_name(group: tuple[str, ...]) -> str:
+    return f"model file {group[0]}" if len(group) == 1 else f"model files ({len(group)})"
 
 
 def interpreter_packages(

@@ -262,6 +262,16 @@ class _Writer:
         self.hasher.update(data)
         self.size += len(data)
 
+    def split(self) -> tuple[Callable[[bytes], None], Callable[[bytes], None]]:
+        """Its write as two calls, hashing and writing, for two threads to make in step (each
+        in the same order): a gigabyte blob is hashed while it is written, not after."""
+
+        def write_only(data: bytes) -> None:
+            self.handle.write(data)
+            self.size += len(data)
+
+        return self.hasher.update, write_only
+
 
 class _Pool:
     """Kept-alive HTTP connections per origin, shared by the download threads.
