@@ -276,11 +276,9 @@ def _target(  # noqa: PLR0917 - the pipeline's one call, argument per stage inpu
             label=label, target=target, layout=directory, index="", images=(), policy=tuple(rules)
         )
     policy.enforce(rules)  # nothing is written to the output unless every rule holds
-    labels = image.oci_annotations(manifest, epoch, target=target)
-    index_digest = image.write_layout(directory, store, images, labels=labels, tag=manifest.metadata.version)
-    describe.attach(
-        Layout.open(directory), images, manifest=manifest, lock=current, target=target, label=label,
-        digests=digests, epoch=epoch,
+    index_digest = _write_output(
+        directory, store, images, manifest=manifest, lock=current, target=target, label=label,
+        digests=digests, epoch=epoch, progress=progress,
     )  # fmt: skip
     memo.save()
     if options.docker_archive is not None:
@@ -308,6 +306,38 @@ def _target(  # noqa: PLR0917 - the pipeline's one call, argument per stage inpu
         ),
         policy=tuple(rules),
     )
+
+
+def _write_output(
+    directory: Path,
+    store: Store,
+    images: list[PlatformImage],
+    *,
+    manifest: Manifest,
+    lock: Lock,
+    target: str,
+    label: str,
+    digests: dict[str, str],
+    epoch: int,
+    progress: Progress,
+) -> str:
+    """The layout with its SBOMs and statements, and nothing an earlier build left that its
+    index no longer names; the index digest. One writer at a time in a folder."""
+    labels = image.oci_annotations(manifest, epoch, target=target)
+    with image.writing(directory):
+        index_digest = image.write_layout(
+            directory, store, images, labels=labels, tag=manifest.metadata.version
+        )
+        written = Layout.open(directory)
+        describe.attach(
+            written, images, manifest=manifest, lock=lock, target=target, label=label, digests=digests,
+            epoch=epoch,
+        )  # fmt: skip
+        written.close()  # its reader's lock would keep the prune from running
+        removed, freed = image.prune_unreferenced(directory)
+    if removed:
+        progress.step(f"removed {removed} blobs ({freed / 1e6:.1f} MB) the index no longer names")
+    return index_digest
 
 
 class _LicenceMemo:

@@ -28,13 +28,28 @@ from .layout import (
     Image,
     Layout,
     index,
+    prune_unreferenced,
     write_layout,
+    writing,
 )
 
 __all__ = [
-    "CONFIG_TYPE", "INDEX_TYPE", "MANIFEST_TYPE", "REF_NAME", "Layout", "PlatformImage", "assemble",
-    "canonical", "digest_of", "index", "oci_annotations", "write_docker_archive",
-    "write_docker_archive_of", "write_layout",
+    "CONFIG_TYPE",
+    "INDEX_TYPE",
+    "MANIFEST_TYPE",
+    "REF_NAME",
+    "Layout",
+    "PlatformImage",
+    "assemble",
+    "canonical",
+    "digest_of",
+    "index",
+    "oci_annotations",
+    "prune_unreferenced",
+    "write_docker_archive",
+    "write_docker_archive_of",
+    "write_layout",
+    "writing",
 ]  # fmt: skip
 
 PYTHON_FLAGS = ("-I", "-u")  # isolated (no PYTHON* variables, no user site), unbuffered logs

@@ -17,9 +17,11 @@ import contextlib
 import gzip
 import json
 import os
+import re
 import shutil
 import tarfile
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,6 +237,103 @@ def _write_index(directory: Path, top: dict[str, Any]) -> None:
     atomic.write_bytes(directory / "index.json", canonical(top))
 
 
+def _reader_lock(directory: Path) -> int | None:
+    """A shared flock on the layout's folder (None where it cannot be opened: open reports)."""
+    import fcntl  # noqa: PLC0415 - POSIX only
+
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    return fd
+
+
+@contextlib.contextmanager
+def writing(directory: Path) -> Iterator[None]:
+    """One writer at a time in a layout (builds, pulls and attachments into one folder wait
+    for each other); readers are not held up."""
+    import fcntl  # noqa: PLC0415 - POSIX only
+
+    blobs = directory / "blobs" / "sha256"
+    try:
+        _make_layout_dirs(directory, blobs)
+        fd = os.open(blobs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        msg = f"cannot write the image layout to {directory}: {exc.strerror or exc}"
+        raise BuildError(msg, hint="check the folder and its free space, or pass another --output") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+_DIGEST_NAME = re.compile(r"[0-9a-f]{64}")
+_LISTS = ("manifests", "layers")
+
+
+def referenced(directory: Path) -> set[str] | None:
+    """The hex digests of every blob the layout's index.json reaches (manifests, configs,
+    layers, referrers); None when a document on the way cannot be read, so nothing is removed."""
+    try:
+        top = json.loads((directory / "index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    found: set[str] = set()
+    waiting = [top]
+    while waiting:
+        document = waiting.pop()
+        if not isinstance(document, dict):
+            return None
+        descriptors = [d for key in _LISTS for d in document.get(key) or []]
+        if isinstance(document.get("config"), dict):
+            descriptors.append(document["config"])
+        for descriptor in descriptors:
+            digest = str(descriptor.get("digest", "")) if isinstance(descriptor, dict) else ""
+            hexadecimal = digest.removeprefix("sha256:")
+            if not _DIGEST_NAME.fullmatch(hexadecimal) or hexadecimal in found:
+                continue
+            found.add(hexadecimal)
+            if descriptor.get("mediaType") in {MANIFEST_TYPE, INDEX_TYPE}:
+                try:
+                    waiting.append(json.loads((directory / "blobs" / "sha256" / hexadecimal).read_bytes()))
+                except FileNotFoundError:
+                    continue  # a missing blob is verify's to report
+                except (OSError, ValueError):
+                    return None
+    return found
+
+
+def prune_unreferenced(directory: Path) -> tuple[int, int]:
+    """Remove the blobs index.json no longer reaches (an earlier build's layers, SBOMs): the
+    number removed and their bytes. Skipped, (0, 0), while a reader holds the layout (an
+    `omi-build` command that opened it before this build wrote its index), or when a document
+    of the layout cannot be read. Call inside writing()."""
+    import fcntl  # noqa: PLC0415 - POSIX only
+
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return 0, 0
+        keep = referenced(directory)
+        if keep is None:
+            return 0, 0
+        removed, freed = 0, 0
+        for path in (directory / "blobs" / "sha256").iterdir():
+            if not _DIGEST_NAME.fullmatch(path.name) or path.name in keep:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                size = path.lstat().st_size
+                path.unlink()
+                removed, freed = removed + 1, freed + size
+        return removed, freed
+    finally:
+        os.close(fd)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Descriptor:
     """A pointer to a blob: what it is, its digest and size, and its annotations."""
@@ -291,12 +390,30 @@ class Layout:
     Every blob is read with its digest checked: a damaged layout is an error, never data.
     """
 
-    def __init__(self, directory: Path, top: dict[str, Any]) -> None:
+    def __init__(self, directory: Path, top: dict[str, Any], reading: int | None = None) -> None:
         self.directory = directory
         self._top = top
+        # A shared lock on the folder while this object lives: a rebuild removes the blobs its
+        # index no longer names only when no reader holds one (prune_unreferenced).
+        self._release = weakref.finalize(self, os.close, reading) if reading is not None else None
+
+    def close(self) -> None:
+        """Release the reader's lock now rather than when the object goes."""
+        if self._release is not None:
+            self._release()
 
     @classmethod
     def open(cls, directory: Path) -> Layout:
+        reading = _reader_lock(directory)  # before index.json: its blobs stay while we read
+        try:
+            return cls._open(directory, reading)
+        except BaseException:
+            if reading is not None:
+                os.close(reading)
+            raise
+
+    @classmethod
+    def _open(cls, directory: Path, reading: int | None) -> Layout:
         marker = directory / "oci-layout"
         try:
             version = json.loads(marker.read_text(encoding="utf-8")).get("imageLayoutVersion")
@@ -309,7 +426,7 @@ class Layout:
         if version != LAYOUT_FILE["imageLayoutVersion"] or not isinstance(top.get("manifests"), list):
             msg = f"{directory} is not an OCI image layout version 1.0.0"
             raise LayoutError(msg)
-        return cls(directory, top)
+        return cls(directory, top, reading)
 
     @classmethod
     def create(cls, directory: Path) -> Layout:

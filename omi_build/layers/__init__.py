@@ -264,6 +264,7 @@ class ModelFiles:
 
     digests: dict[str, str]
     groups: tuple[tuple[str, ...], ...]  # the data files of each layer, in layer order
+    big: frozenset[tuple[str, ...]]  # the groups of big files
     built: dict[tuple[str, ...], Layer]  # layers already made, by group
 
 
@@ -522,26 +523,33 @@ class LayerBuilder:
                 if found is not None:
                     digests[relative] = "sha256:" + found
         groups = file_groups(sizes)
+        big = frozenset(group for group in groups if sizes[group[0]] >= BIG_FILE_BYTES)
         built: dict[tuple[str, ...], Layer] = {}
         for group in groups:
             if any(name not in digests for name in group):
                 selection = {name: digests.get(name) for name in group}
                 layer, found_now = self._hashing_layer(
-                    directory, selection, known=known, allow_links=allow_links
+                    directory, selection, known=known, allow_links=allow_links, big=group in big
                 )
                 built[group] = layer
                 digests.update(found_now)
-        return ModelFiles(digests=dict(sorted(digests.items())), groups=tuple(groups), built=built)
+        return ModelFiles(digests=dict(sorted(digests.items())), groups=tuple(groups), big=big, built=built)
 
     def _hashing_layer(
-        self, directory: Path, selection: dict[str, str | None], *, known: StatCache, allow_links: bool
+        self,
+        directory: Path,
+        selection: dict[str, str | None],
+        *,
+        known: StatCache,
+        allow_links: bool,
+        big: bool,
     ) -> tuple[Layer, dict[str, str]]:
         """The layer of files not all hashed yet (digest None), written while they are read:
         their digests come out of the same pass, and the layer is recorded under the key they
         give, as if it had been built from them."""
         started = time.time_ns()
         entries = self._file_entries(directory, selection, allow_links=allow_links)
-        name = _files_layer_name(tuple(selection))
+        name = _files_layer_name(tuple(selection), big=big)
         self.progress.step(f"layer {name}")
         blob = write(
             entries, self.store, compression=self.compression, epoch=self.epoch, pool=self._compressing
@@ -617,7 +625,7 @@ class LayerBuilder:
             selection: dict[str, str | None] = {name: digests[name] for name in group}
             layers.append(
                 self.layer(
-                    _files_layer_name(group),
+                    _files_layer_name(group, big=group in found.big),
                     {"files": selection},
                     functools.partial(self._file_entries, directory, selection, allow_links=allow_links),
                 )
@@ -633,8 +641,12 @@ class LayerBuilder:
         return layers
 
 
-def _files_layer_name(group: tuple[str, ...]) -> str:
-    return f"model file {group[0]}" if len(group) == 1 else f"model files ({len(group)})"
+def _files_layer_name(group: tuple[str, ...], *, big: bool) -> str:
+    """'model files' for the small ones together (the name the layer had before big files got
+    layers of their own), 'model file <name>' for a big one."""
+    if not big:
+        return "model files"
+    return f"model file {group[0]}" if len(group) == 1 else f"model files {group[0]} ... ({len(group)})"
 
 
 def interpreter_packages(

@@ -21,7 +21,6 @@ import contextlib
 import hashlib
 import os
 import struct
-import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -71,7 +70,10 @@ class Source:
         finally:
             hashing.finish()
         digest = "sha256:" + hasher.hexdigest()
-        moved = (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns)
+        moved = (self.size, before.st_mtime_ns) != (
+            after.st_size,
+            after.st_mtime_ns,
+        ) or before.st_size != self.size
         if read != self.size or moved or (self.digest is not None and digest != self.digest):
             msg = f"{self.name} changed while the image was being built"
             raise BuildError(msg, hint="run the build again")

@@ -135,3 +135,76 @@ def test_large_layers_compress_in_pieces_that_read_back_as_one_stream(
         tar = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True).read()
     assert "sha256:" + hashlib.sha256(tar).hexdigest() == blob.diff_id
     assert len(tar) == blob.uncompressed_size
+
+
+def _tar_of(raw: bytes, compression: str) -> bytes:
+    if compression == "gzip":
+        return gzip.decompress(raw)
+    import zstandard  # noqa: PLC0415
+
+    return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True).read()
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_pieces_that_do_not_compress_are_stored_and_read_back(
+    tmp_path: Path, compression: _tar.Compression
+) -> None:
+    """Random weights: stored (gzip stored blocks, zstd raw blocks), within 1% of the tar,
+    decoded by the standard readers; text beside them is still compressed."""
+    store = Store(tmp_path)
+    noise = hashlib.shake_256(b"weights").digest(2 * _tar.PIECE_BYTES + 12345)
+    text = b"a line of a config file that compresses well\n" * 200_000  # 9 MB
+    entries = [Entry(path="w.bin", data=noise), Entry(path="x.txt", data=text)]
+    blob = write(entries, store, compression=compression, epoch=0)
+    raw = store.path_for(blob.digest).read_bytes()
+    tar = _tar_of(raw, compression)
+    assert "sha256:" + hashlib.sha256(tar).hexdigest() == blob.diff_id
+    assert len(noise) < blob.size < len(noise) * 1.01 + len(text) / 10  # noise stored, text compressed
+    alone = write([Entry(path="w.bin", data=noise)], store, compression=compression, epoch=0)
+    assert alone.size <= 1.01 * alone.uncompressed_size
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_stored_pieces_are_the_same_bytes_however_the_tar_was_written(
+    tmp_path: Path, compression: _tar.Compression
+) -> None:
+    """Streamed in 1 MiB reads or held whole, the blocks fall in the same places."""
+    import functools  # noqa: PLC0415
+
+    from omi_build.layers._tar import Source  # noqa: PLC0415
+    from omi_build.manifest import files  # noqa: PLC0415
+
+    data = hashlib.shake_256(b"streamed").digest(_tar.PIECE_BYTES + 777_777)
+    (tmp_path / "w.bin").write_bytes(data)
+    source = Source(
+        name="w.bin",
+        size=len(data),
+        digest=None,
+        open=functools.partial(files.open_inside, tmp_path, "w.bin"),
+    )
+    store = Store(tmp_path / "cache")
+    streamed = write([Entry(path="m/w.bin", source=source)], store, compression=compression, epoch=0)
+    held = write([Entry(path="m/w.bin", data=data)], store, compression=compression, epoch=0)
+    assert streamed == held
+    assert source.found["digest"] == "sha256:" + hashlib.sha256(data).hexdigest()  # found on the way
+
+
+def test_a_file_that_changes_while_its_layer_is_written_fails_and_leaves_no_blob(tmp_path: Path) -> None:
+    import functools  # noqa: PLC0415
+
+    from omi_build.errors import BuildError  # noqa: PLC0415
+    from omi_build.layers._tar import Source  # noqa: PLC0415
+    from omi_build.manifest import files  # noqa: PLC0415
+
+    data = hashlib.shake_256(b"grows").digest(3 << 20)
+    (tmp_path / "w.bin").write_bytes(data)
+    source = Source(
+        name="w.bin",
+        size=len(data) - 1000,
+        digest=None,
+        open=functools.partial(files.open_inside, tmp_path, "w.bin"),
+    )  # the size it had when the build looked; it has grown since
+    store = Store(tmp_path / "cache")
+    with pytest.raises(BuildError, match="changed while the image was being built"):
+        write([Entry(path="m/w.bin", source=source)], store, compression="gzip", epoch=0)
+    assert not list(store.blobs.iterdir())
