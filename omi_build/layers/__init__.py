@@ -46,7 +46,7 @@ from ._unpack import (
 )
 
 # Bump when the same inputs would now give different layer bytes.
-LAYER_FORMAT = 6
+LAYER_FORMAT = 7
 RUNTIME_PACKAGE = "omi_runtime"
 MODEL_DIR = "opt/omi/model"
 RUNTIME_LAYER = "server runtime"  # the layer the SBOM records as omi-build-runtime
