@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,17 +186,53 @@ def run(
             reference, insecure=reference.registry in options.insecure_registries, progress=progress
         )
         remote = RemoteLayers(client, reference, store, progress)
+    several = len(chosen) > 1
+
+    def package(work: list[tuple[workspace.Selection, str]]) -> list[BuiltTarget]:
+        """One package's targets, in turn: they share its omi.lock, which a build may rewrite."""
+        return [
+            _target(store, selection, target, output_dir(selection, target, options.output, several), options,
+                    progress, remote)
+            for selection, target in work
+        ]  # fmt: skip
+
+    by_package: dict[Path, list[tuple[workspace.Selection, str]]] = {}
+    for selection, target in chosen:
+        by_package.setdefault(selection.package.directory, []).append((selection, target))
     try:
-        built = []
-        for selection, target in chosen:
-            directory = output_dir(selection, target, options.output, len(chosen) > 1)
-            built.append(_target(store, selection, target, directory, options, progress, remote))
+        built = _side_by_side(package, list(by_package.values()))
     finally:
         if client is not None:
             client.close()
     if remote is not None:
         progress.step(f"cache repo {remote.name}: {remote.pulled} layers pulled, {remote.pushed} pushed")
     return built
+
+
+# Packages of a workspace build side by side (sharing the cache, its layers built once), one
+# per two cores, at most four: each build already compresses and hashes on every core, and on
+# two cores side by side measured slower (8 models, warm: 3.3-3.8 s against 2.8 s in turn).
+WORKSPACE_BUILDS = max(1, min(4, (os.cpu_count() or 1) // 2))
+
+
+def _side_by_side(
+    build: Callable[[list[tuple[workspace.Selection, str]]], list[BuiltTarget]],
+    packages: list[list[tuple[workspace.Selection, str]]],
+) -> list[BuiltTarget]:
+    """Each package built by `build`, several at once, results in the order given. The first
+    failure is raised once the builds already running have ended; none is started after it."""
+    if len(packages) == 1 or WORKSPACE_BUILDS == 1:
+        return [target for work in packages for target in build(work)]
+    with ThreadPoolExecutor(
+        max_workers=min(WORKSPACE_BUILDS, len(packages)), thread_name_prefix="package"
+    ) as pool:
+        futures = [pool.submit(build, work) for work in packages]
+        try:
+            return [target for future in futures for target in future.result()]
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
 
 
 def _target(  # noqa: PLR0917 - the pipeline's one call, argument per stage input
