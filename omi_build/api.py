@@ -19,11 +19,11 @@ from omi_build.manifest import Manifest, load
 from omi_build.progress import Progress, Silent
 
 if TYPE_CHECKING:  # imported for annotations only: each costs start-up time in the CLI
-    from omi_build.build import BuiltTarget
     from omi_build.cache import Usage
     from omi_build.engine import Running
     from omi_build.examples import Outcome
     from omi_build.image.layout import Layout
+    from omi_build.outcome import BuiltTarget
     from omi_build.push import Pulled, Pushed
     from omi_build.registry import Client, Reference
 
@@ -114,18 +114,28 @@ def build(
 ) -> list[BuiltTarget]:
     """Build OCI image layouts (one per target, one image per platform) for the selection;
     with `cache_repo`, layers are shared with other machines through that registry repository."""
-    from omi_build import build as pipeline  # noqa: PLC0415
-    from omi_build import settings, store  # noqa: PLC0415
+    from omi_build import settings, store, uptodate  # noqa: PLC0415
 
     cache = store.Store(settings.cache_dir())
-    options = pipeline.Options(
-        target=target, platform=platform, output=output, locked=locked, docker_archive=docker_archive,
-        cache_repo=cache_repo, insecure_registries=tuple(insecure_registries),
-    )  # fmt: skip
+    progress = progress or Silent()
     with cache.in_use():  # `omi-build cache clean` waits for no build
         cache.sweep()
         selections = workspace.resolve(list(arguments), cwd, cache=cache.folder("manifests"))
-        return pipeline.run(cache, selections, options, progress or Silent())
+        if docker_archive is None and cache_repo is None:
+            fresh = uptodate.all_fresh(
+                cache, selections, target=target, platform=platform, output=output, locked=locked
+            )
+            if fresh is not None:  # nothing changed: the pipeline is not even loaded
+                for built in fresh:
+                    progress.step(f"{built.label}: up to date (nothing changed since it was built)")
+                return fresh
+        from omi_build import build as pipeline  # noqa: PLC0415
+
+        options = pipeline.Options(
+            target=target, platform=platform, output=output, locked=locked, docker_archive=docker_archive,
+            cache_repo=cache_repo, insecure_registries=tuple(insecure_registries),
+        )  # fmt: skip
+        return pipeline.run(cache, selections, options, progress)
 
 
 def _client(reference: Reference, insecure_registries: Iterable[str], progress: Progress | None) -> Client:

@@ -27,6 +27,7 @@ from omi_build import (
     sbom,
     serving_config,
     settings,
+    uptodate,
     workspace,
 )
 from omi_build import lock as locking
@@ -37,10 +38,14 @@ from omi_build.image.layout import Layout
 from omi_build.layers import LayerBuilder
 from omi_build.lock import Lock
 from omi_build.manifest import Manifest
+from omi_build.outcome import BuiltImage, BuiltTarget
 from omi_build.platforms import host_platform
 from omi_build.progress import Progress
 from omi_build.registry.cache import RemoteLayers
 from omi_build.store import Store
+from omi_build.uptodate import output_dir
+
+__all__ = ["BuiltImage", "BuiltTarget", "Options", "output_dir", "run"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -53,32 +58,6 @@ class Options:
     policy_only: bool = False  # check the security policy (layers built into the cache), write no output
     cache_repo: str | None = None  # a registry repository shared by runners as a layer cache
     insecure_registries: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class BuiltImage:
-    """One platform's image of a built target."""
-
-    label: str
-    target: str
-    platform: str
-    digest: str
-    index: str
-    layout: Path
-    size: int
-    compressed_size: int
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class BuiltTarget:
-    """One target's layout: its index and each platform's image."""
-
-    label: str
-    target: str
-    layout: Path
-    index: str
-    images: tuple[BuiltImage, ...]
-    policy: tuple[policy.Result, ...] = ()  # every rule, as checked before the layout was written
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -151,12 +130,6 @@ class _Target:
             entry_args=["serve", "/" + layers.CONFIG_PATH],
             target=self.name,
         )
-
-
-def output_dir(selection: workspace.Selection, target: str, output: Path | None, several: bool) -> Path:
-    if output is not None:
-        return output / selection.package.name / target if several else output
-    return selection.package.root / "omi-out" / selection.package.name / target
 
 
 def _current_lock(manifest: Manifest, store: Store, *, locked: bool, progress: Progress) -> Lock:
@@ -323,7 +296,7 @@ def _target(  # noqa: PLR0917 - the pipeline's one call, argument per stage inpu
         image.write_docker_archive(
             options.docker_archive, directory, images[0], repo_tag=repo_tag, epoch=epoch
         )
-    return BuiltTarget(
+    answer = BuiltTarget(
         label=label,
         target=target,
         layout=directory,
@@ -343,6 +316,11 @@ def _target(  # noqa: PLR0917 - the pipeline's one call, argument per stage inpu
         ),
         policy=tuple(rules),
     )
+    if options.docker_archive is None and options.cache_repo is None:
+        # The next build with the same inputs and an untouched output answers this at once.
+        made_with = uptodate.options_of(options.platform, options.locked)
+        uptodate.remember(store, selection, target, directory, made_with, digests, answer)
+    return answer
 
 
 def _write_output(

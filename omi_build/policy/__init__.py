@@ -12,7 +12,6 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Iterable, MutableMapping, Sequence
-from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -21,6 +20,7 @@ from omi_build.errors import PolicyError
 from omi_build.layers import Component, Layer
 from omi_build.lock import PlatformLock
 from omi_build.manifest import Manifest
+from omi_build.outcome import Result
 from omi_build.sbom import license_expression
 
 from ._secrets import looks_secret
@@ -36,23 +36,6 @@ SIZE_UNITS = {
     "GiB": 1024**3,
 }
 _SIZE = re.compile(r"^([0-9]+(?:\.[0-9]+)?) ?(B|kB|KB|MB|GB|KiB|MiB|GiB)$")
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Result:
-    """One rule's outcome: `checked` says over what, `found` what it saw; `offending` (empty
-    when it passed) names each item that breaks it, and `hint` how to allow them."""
-
-    rule: str
-    platform: str  # "" for rules about the model files or the manifest
-    checked: str
-    found: str
-    offending: tuple[str, ...] = ()
-    hint: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return not self.offending
 
 
 def enforce(results: Iterable[Result]) -> list[Result]:
@@ -285,18 +268,23 @@ def check_size(manifest: Manifest, platform: str, layers: Sequence[Layer]) -> Re
 def licenses_key(manifest: Manifest | None) -> str:
     """What a memo of licence answers is valid for: the SPDX data and the policy's lists (None:
     answers that depend on no policy, as spdx_id's)."""
-    from importlib.metadata import version  # noqa: PLC0415 - only builds that check licences
-
     lists = (
         []
         if manifest is None
         else [sorted(manifest.security.licenses.allow), sorted(manifest.security.licenses.deny)]
     )
-    data = [lists, version("license-expression"), _VERDICT_FORMAT]
+    data = [lists, _spdx_version(), _VERDICT_FORMAT]
     return digest_of(canonical(data)).removeprefix("sha256:")[:32]
 
 
 _VERDICT_FORMAT = 1  # bump when license_verdict or license_expression would judge otherwise
+
+
+@cache
+def _spdx_version() -> str:
+    from importlib.metadata import version  # noqa: PLC0415 - 3 ms a call: once a process
+
+    return version("license-expression")
 
 
 def check_image(

@@ -18,6 +18,7 @@ from omi_build import api, atomic
 from omi_build.build import BuiltImage
 from omi_build.engine import serving_config
 from omi_build.errors import FetchError, LockError
+from omi_build.image.layout import Layout
 
 from .conftest import build_in, copy_example, images_of, run_in_runc
 
@@ -397,3 +398,32 @@ def test_zstd_layers_build_and_read_back(
     }
     assert serving_config(images[0].layout)["model"]["name"] == "iris-classifier"
     assert _skopeo_digest(images[0].layout) == images[0].digest
+
+
+def test_an_unchanged_target_is_up_to_date_and_a_damaged_output_is_built_again(
+    iris_build: tuple[Path, list[BuiltImage]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second build answers without loading the pipeline; a blob removed from the output
+    (or a model file touched) sends it through the pipeline, which restores the same layout."""
+    from omi_build import build as pipeline  # noqa: PLC0415
+
+    directory, images = iris_build
+    cache = _copy_of_the_cache(directory, tmp_path, "blobs", "unpacked", "layers", "interpreters")
+    monkeypatch.setenv("OMI_BUILD_CACHE", str(cache))
+    example = copy_example(tmp_path)
+    out = tmp_path / "out"
+    first = images_of(api.build([str(example)], output=out, locked=True))
+    real_run = pipeline.run
+
+    def refuse(*_args: object, **_kwargs: object) -> object:
+        msg = "the pipeline ran for an up-to-date target"
+        raise AssertionError(msg)
+
+    monkeypatch.setattr(pipeline, "run", refuse)
+    assert images_of(api.build([str(example)], output=out, locked=True)) == first
+    monkeypatch.setattr(pipeline, "run", real_run)
+    layer = Layout.open(out).images()[0].layers[-1]
+    (out / "blobs" / "sha256" / layer.digest.removeprefix("sha256:")).unlink()
+    again = images_of(api.build([str(example)], output=out, locked=True))
+    assert [i.digest for i in again] == [i.digest for i in first] == [i.digest for i in images]
+    assert (out / "blobs" / "sha256" / layer.digest.removeprefix("sha256:")).is_file()

@@ -1,0 +1,91 @@
+"""Up to date: the last answer comes back only while every input and output file is as it was."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from omi_build import uptodate, workspace
+from omi_build.outcome import BuiltImage, BuiltTarget, Result
+from omi_build.store import Store
+from tests.conftest import EXAMPLES
+
+LONG_AGO_NS = (time.time_ns() // 1_000_000_000 - 3600) * 1_000_000_000 + 7
+
+
+def _setup(tmp_path: Path) -> tuple[Store, workspace.Selection, Path, BuiltTarget]:
+    package = tmp_path / "iris"
+    shutil.copytree(EXAMPLES / "iris-sklearn", package, ignore=shutil.ignore_patterns("omi-out"))
+    for path in package.iterdir():
+        os.utime(path, ns=(LONG_AGO_NS, LONG_AGO_NS))  # settled: the stat cache may trust them
+    store = Store(tmp_path / "cache")
+    (selection,) = workspace.resolve([str(package)], tmp_path)
+    directory = tmp_path / "out"
+    (directory / "blobs" / "sha256").mkdir(parents=True)
+    (directory / "oci-layout").write_text("{}")
+    (directory / "index.json").write_text("{}")
+    (directory / "blobs" / "sha256" / ("a" * 64)).write_bytes(b"layer")
+    (tmp_path / "out.amd64.spdx.json").write_text("{}")
+    image = BuiltImage(
+        label="//iris:cpu", target="cpu", platform="linux/amd64", digest="sha256:" + "b" * 64,
+        index="sha256:" + "c" * 64, layout=directory, size=10, compressed_size=5,
+    )  # fmt: skip
+    built = BuiltTarget(
+        label="//iris:cpu", target="cpu", layout=directory, index=image.index, images=(image,),
+        policy=(Result(rule="user", platform="", checked="security.user", found="uid 65532"),),
+    )  # fmt: skip
+    digests = uptodate.model_digests(selection, store) or {}
+    if not digests:  # first sight of the files: hashed into the stat cache, as a build does
+        from omi_build.layers import model_file_digests  # noqa: PLC0415
+
+        model_file_digests(package, selection.manifest.model.files, known=store.stats(package))
+        digests = uptodate.model_digests(selection, store) or {}
+    uptodate.remember(store, selection, "cpu", directory, uptodate.options_of(None, False), digests, built)
+    return store, selection, directory, built
+
+
+def test_nothing_changed_gives_the_last_answer(tmp_path: Path) -> None:
+    store, selection, directory, built = _setup(tmp_path)
+    assert uptodate.fresh(store, selection, "cpu", directory, uptodate.options_of(None, False)) == built
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "model file touched", "manifest edited", "lock removed", "blob removed", "blob rewritten",
+        "index replaced", "sbom beside removed", "other platform", "environment", "record damaged",
+    ],
+)  # fmt: skip
+def test_any_change_sends_the_build_down_the_pipeline(
+    tmp_path: Path, change: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, selection, directory, _ = _setup(tmp_path)
+    package = selection.manifest.directory
+    options = uptodate.options_of(None, False)
+    time.sleep(0.01)
+    if change == "model file touched":
+        os.utime(package / "model.npz")  # same bytes: the stat cache hashes it again first
+    elif change == "manifest edited":
+        (package / "omi.yaml").write_text((package / "omi.yaml").read_text() + "\n")
+    elif change == "lock removed":
+        (package / "omi.lock").unlink()
+    elif change == "blob removed":
+        (directory / "blobs" / "sha256" / ("a" * 64)).unlink()
+    elif change == "blob rewritten":
+        (directory / "blobs" / "sha256" / ("a" * 64)).write_bytes(b"LAYER")
+    elif change == "index replaced":
+        (directory / "index.json").write_text("{}")
+    elif change == "sbom beside removed":
+        (tmp_path / "out.amd64.spdx.json").unlink()
+    elif change == "other platform":
+        options = uptodate.options_of("linux/arm64", False)
+    elif change == "environment":
+        monkeypatch.setenv("SOURCE_DATE_EPOCH", "1")
+    else:
+        record = next((store.root / "stats").glob("build-*.json"))
+        record.write_text("{")
+    assert uptodate.fresh(store, selection, "cpu", directory, options) is None
