@@ -161,13 +161,20 @@ def run(
         remote = RemoteLayers(client, reference, store, progress)
     several = len(chosen) > 1
 
+    shortcut = options.docker_archive is None and options.cache_repo is None and not options.policy_only
+    made_with = uptodate.options_of(options.platform, options.locked)
+
     def package(work: list[tuple[workspace.Selection, str]]) -> list[BuiltTarget]:
-        """One package's targets, in turn: they share its omi.lock, which a build may rewrite."""
-        return [
-            _target(store, selection, target, output_dir(selection, target, options.output, several), options,
-                    progress, remote)
-            for selection, target in work
-        ]  # fmt: skip
+        """One package's targets, in turn: they share its omi.lock, which a build may rewrite.
+        A target that is up to date (another of the workspace changed) is answered at once."""
+        answers = []
+        for selection, target in work:
+            directory = output_dir(selection, target, options.output, several)
+            fresh = uptodate.fresh(store, selection, target, directory, made_with) if shortcut else None
+            if fresh is not None:
+                progress.step(f"{fresh.label}: up to date")
+            answers.append(fresh or _target(store, selection, target, directory, options, progress, remote))
+        return answers
 
     by_package: dict[Path, list[tuple[workspace.Selection, str]]] = {}
     for selection, target in chosen:

@@ -864,7 +864,9 @@ def build_parser() -> argparse.ArgumentParser:
         "build",
         _cmd_build,
         "build an OCI image layout per target (one image per platform), daemonless and "
-        "reproducible; resolves omi.lock first if it is missing or stale",
+        "reproducible; resolves omi.lock first if it is missing or stale. Only what changed is "
+        "read and built: a target whose inputs and output are as its last build left them is "
+        "up to date at once; //... builds every package of the workspace with one cache",
     )
     _selection_arguments(build)
     build.add_argument(
