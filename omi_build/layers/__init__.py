@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, Self
+from typing import Any, Literal, Protocol, Self
 
 from omi_build import atomic
 from omi_build.digests import canonical, digest_of, sha256_stream
@@ -34,7 +34,7 @@ from omi_build.store import StatCache, Store
 
 from . import _deb, _interpreter, _inventory
 from ._inventory import Component
-from ._tar import Blob, Compression, Entry, Source, write
+from ._tar import SAMPLE, Blob, Compression, Entry, Source, deflates, write
 from ._unpack import (
     SITE_PACKAGES,
     UNPACK_FORMAT,
@@ -302,7 +302,7 @@ class LayerBuilder:
         store: Store,
         downloads: Downloads,
         *,
-        compression: Compression,
+        compression: Compression | Literal["auto"],
         epoch: int,
         python_version: str,
         progress: Progress,
@@ -311,7 +311,9 @@ class LayerBuilder:
     ) -> None:
         self.store = store
         self.remote = remote
-        self.compression: Compression = compression
+        self.compression = compression  # the manifest's setting: part of every layer's key
+        # "auto": gzip, and big model files that do not compress in plain tar layers
+        self._codec: Compression = "gzip" if compression == "auto" else compression
         self.epoch = epoch
         self.progress = progress
         self.records = store.folder("layers")
@@ -376,9 +378,10 @@ class LayerBuilder:
         inputs: Any,
         build: Callable[[], list[Entry]],
         describe: Callable[[], list[Component]] = list,
+        codec: Compression | None = None,
     ) -> Layer:
         """The layer for `inputs`: from the cache, or built (`build` gives its entries, then
-        `describe` the packages it holds, recorded with it)."""
+        `describe` the packages it holds, recorded with it), in `codec` if given."""
         key = self._key(inputs)
         record_path = self.records / f"{key}.json"
         if (found := self._built(key)) is not None:
@@ -394,7 +397,11 @@ class LayerBuilder:
             entries = build()
             facts = Facts.of(entries)
             blob = write(
-                entries, self.store, compression=self.compression, epoch=self.epoch, pool=self._compressing
+                entries,
+                self.store,
+                compression=codec or self._codec,
+                epoch=self.epoch,
+                pool=self._compressing,
             )
             inventory = tuple(describe())
             record = _record(blob, inventory, facts)
@@ -551,9 +558,8 @@ class LayerBuilder:
         entries = self._file_entries(directory, selection, allow_links=allow_links)
         name = _files_layer_name(tuple(selection), big=big)
         self.progress.step(f"layer {name}")
-        blob = write(
-            entries, self.store, compression=self.compression, epoch=self.epoch, pool=self._compressing
-        )
+        codec = self._file_codec(directory, tuple(selection), allow_links=allow_links, big=big)
+        blob = write(entries, self.store, compression=codec, epoch=self.epoch, pool=self._compressing)
         found: dict[str, str] = {}
         for entry in entries:
             assert entry.source is not None  # noqa: S101 - _file_entries streams every file
@@ -571,6 +577,23 @@ class LayerBuilder:
         if self.remote is not None:
             self.remote.publish(key, record)
         return Layer(name=name, blob=blob, facts=facts), found
+
+    def _file_codec(
+        self, directory: Path, group: tuple[str, ...], *, allow_links: bool, big: bool
+    ) -> Compression:
+        """A big files' layer under "auto": plain tar when none of its files compresses (three
+        samples of each, judged as the pieces are), so its blob is hashed once, not twice."""
+        if self.compression != "auto" or not big:
+            return self._codec
+        for relative in group:
+            with files.open_inside(directory, relative, allow_links=allow_links) as stream:
+                size = os.fstat(stream.fileno()).st_size
+                samples = []
+                for start in (0, size // 2, max(0, size - SAMPLE)):
+                    samples.append(os.pread(stream.fileno(), SAMPLE, start))
+            if size <= 3 * SAMPLE or deflates(b"".join(samples)):
+                return self._codec
+        return "tar"
 
     @staticmethod
     def _file_entries(directory: Path, selection: dict[str, str | None], *, allow_links: bool) -> list[Entry]:
@@ -623,11 +646,13 @@ class LayerBuilder:
                 layers.append(found.built[group])
                 continue
             selection: dict[str, str | None] = {name: digests[name] for name in group}
+            big = group in found.big
             layers.append(
                 self.layer(
-                    _files_layer_name(group, big=group in found.big),
+                    _files_layer_name(group, big=big),
                     {"files": selection},
                     functools.partial(self._file_entries, directory, selection, allow_links=allow_links),
+                    codec=self._file_codec(directory, group, allow_links=allow_links, big=big),
                 )
             )
         # Last and tiny: it records every file's digest, so it changes with any of them.

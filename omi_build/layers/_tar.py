@@ -32,11 +32,12 @@ from omi_build.errors import BuildError
 from omi_build.store import Store
 
 Kind = Literal["file", "dir", "symlink"]
-Compression = Literal["gzip", "zstd"]
+Compression = Literal["gzip", "zstd", "tar"]  # a layer's codec; "tar": none
 
 MEDIA_TYPES = {
     "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
     "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
+    "tar": "application/vnd.oci.image.layer.v1.tar",
 }
 
 
@@ -120,7 +121,7 @@ class Blob:
 PIECE_BYTES = 4 << 20
 _IN_FLIGHT = 4  # pieces of one layer compressing or waiting to be written, at most
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # MTIME 0, no name, OS unknown
-_SAMPLE = 8 << 10  # three samples of a piece (start, middle, end) judge whether it compresses
+SAMPLE = 8 << 10  # three samples of a piece (start, middle, end) judge whether it compresses
 _STORE_ABOVE = 0.9  # a sample that deflates to over 90% of its size: the piece is stored
 _STORED_BLOCK = 0xFFFF  # deflate's stored blocks hold at most 65,535 bytes
 _RAW_BLOCK = 128 << 10  # zstd's raw blocks, at most the window (128 KiB here)
@@ -133,14 +134,18 @@ def _joined(parts: Parts) -> bytes:
     return parts[0] if len(parts) == 1 and isinstance(parts[0], bytes) else b"".join(parts)
 
 
-def _compressible(parts: Parts, size: int) -> bool:
+def compressible(parts: Parts, size: int) -> bool:
     """Whether deflate saves a tenth of three samples of the piece (the same answer for the
     same bytes, so the layer stays reproducible)."""
+    if size <= 3 * SAMPLE:
+        return True  # small: compressing it costs little whatever it holds
+    return deflates(b"".join(_span(parts, start, SAMPLE) for start in (0, size // 2, size - SAMPLE)))
+
+
+def deflates(sample: bytes) -> bool:
+    """Whether deflate (level 1) saves at least a tenth of `sample`."""
     import deflate  # noqa: PLC0415 - a native extension, loaded on first use
 
-    if size <= 3 * _SAMPLE:
-        return True  # small: compressing it costs little whatever it holds
-    sample = b"".join(_span(parts, start, _SAMPLE) for start in (0, size // 2, size - _SAMPLE))
     return len(deflate.deflate_compress(sample, 1)) <= _STORE_ABOVE * len(sample)
 
 
@@ -194,7 +199,7 @@ def _gzip_member(parts: Parts) -> Parts:
     for part in parts:
         crc = deflate.crc32(part, crc)
     trailer = struct.pack("<II", crc, size & 0xFFFFFFFF)
-    if _compressible(parts, size):
+    if compressible(parts, size):
         return [_GZIP_HEADER + deflate.deflate_compress(_joined(parts), 1) + trailer]
     out: Parts = [_GZIP_HEADER]
     blocks = _blocks(parts, _STORED_BLOCK)
@@ -211,7 +216,7 @@ def _zstd_frame(parts: Parts) -> Parts:
     import zstandard  # noqa: PLC0415 - only zstd builds need it
 
     size = sum(len(part) for part in parts)
-    if _compressible(parts, size):
+    if compressible(parts, size):
         return [zstandard.ZstdCompressor(level=3).compress(_joined(parts))]
     out: Parts = [_ZSTD_RAW_FRAME]
     blocks = _blocks(parts, _RAW_BLOCK)
@@ -222,7 +227,15 @@ def _zstd_frame(parts: Parts) -> Parts:
     return out
 
 
-_COMPRESSORS: dict[Compression, Callable[[Parts], Parts]] = {"gzip": _gzip_member, "zstd": _zstd_frame}
+def _plain(parts: Parts) -> Parts:
+    return parts
+
+
+_COMPRESSORS: dict[Compression, Callable[[Parts], Parts]] = {
+    "gzip": _gzip_member,
+    "zstd": _zstd_frame,
+    "tar": _plain,
+}
 
 
 class Serial:
@@ -276,6 +289,9 @@ class _Sink:
         self._hashing = Serial("diff-id")
         self._blob_hash, self._blob_write = writer.split()
         self._blob_hashing = Serial("blob-sha256")
+        self._plain = compression == "tar"
+        if self._plain:  # the blob is the tar: one hash gives its digest and its diff_id
+            writer.hasher = self.diff
         self._writing = Serial("blob-write")
         self.size = 0
 
@@ -300,7 +316,8 @@ class _Sink:
 
     def _write(self, parts: Parts) -> None:
         size = sum(len(part) for part in parts)
-        self._blob_hashing.submit(size, _each, self._blob_hash, parts)
+        if not self._plain:
+            self._blob_hashing.submit(size, _each, self._blob_hash, parts)
         self._writing.submit(size, _each, self._blob_write, parts)
 
     def abandon(self) -> None:

@@ -15,7 +15,7 @@ from omi_build.suites import DEFAULT_SUITE
 
 Accelerator = Literal["cpu", "cuda"]
 Protocol = Literal["omi-v1", "oip-v2"]
-Compression = Literal["gzip", "zstd"]
+Compression = Literal["auto", "gzip", "zstd"]
 
 # No slots: slotted dataclasses are rebuilt at import, 25 ms on every start of the CLI.
 _FROZEN = {"frozen": True, "kw_only": True}
@@ -172,7 +172,7 @@ class Base:
 @dataclass(**_FROZEN)
 class Build:
     base: Base = field(default_factory=Base)
-    compression: Compression = "gzip"
+    compression: Compression = "auto"
     source_date_epoch: int = 0
     labels: tuple[tuple[str, str], ...] = ()
 

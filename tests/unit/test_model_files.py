@@ -82,3 +82,29 @@ def test_an_unchanged_file_is_not_read_and_a_changed_one_rebuilds_only_its_layer
         layers_now = builder.model(package, changed, b"{}", uid=1)
     differing = [new.name for old, new in zip(first, layers_now, strict=True) if old.blob != new.blob]
     assert differing == ["model file b.bin"]  # the config layer here is the same b"{}"
+
+
+def test_auto_stores_a_big_file_that_does_not_compress_in_a_plain_tar_layer(tmp_path: Path) -> None:
+    from omi_build.download import Downloads  # noqa: PLC0415
+    from omi_build.layers import LayerBuilder  # noqa: PLC0415
+    from omi_build.progress import Silent  # noqa: PLC0415
+    from omi_build.store import Store  # noqa: PLC0415
+
+    package = _package(tmp_path)
+    (package / "text.bin").write_bytes(b"weights that compress well " * 80_000)  # 2 MB of text
+    names = sorted(p.name for p in package.iterdir())
+    store = Store(tmp_path / "cache")
+    with (
+        Downloads(store) as downloads,
+        LayerBuilder(
+            store, downloads, compression="auto", epoch=0, python_version="3.11", progress=Silent()
+        ) as b,
+    ):
+        built = b.model(package, b.model_files(package, names, known=StatCache(None)), b"{}", uid=1)
+    by_name = {layer.name: layer.blob for layer in built}
+    plain = by_name["model file a.bin"]
+    assert plain.media_type == "application/vnd.oci.image.layer.v1.tar"
+    assert plain.digest == plain.diff_id  # the blob is the tar
+    assert plain.size == plain.uncompressed_size
+    assert by_name["model file text.bin"].media_type.endswith("tar+gzip")  # it compresses
+    assert by_name["model files"].media_type.endswith("tar+gzip")  # small files: gzip as ever

@@ -164,7 +164,7 @@ def test_pieces_that_do_not_compress_are_stored_and_read_back(
     assert alone.size <= 1.01 * alone.uncompressed_size
 
 
-@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+@pytest.mark.parametrize("compression", ["gzip", "zstd", "tar"])
 def test_stored_pieces_are_the_same_bytes_however_the_tar_was_written(
     tmp_path: Path, compression: _tar.Compression
 ) -> None:
