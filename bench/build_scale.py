@@ -3,7 +3,8 @@
 Each figure is a whole `omi-build build` process, start to exit, with a cache of its own whose
 downloads are warm (one build of the iris example first):
 
-  weights (OMI_BENCH_SCALE_MB, default "256,1024": random bytes added to the iris example)
+  weights (OMI_BENCH_SCALE_MB, default "256,1024": random bytes added to the iris example),
+  with build.compression auto (the default: a plain tar layer for them) and gzip (stored)
     build          the first build with the weights (their layer new)
     no-op          nothing changed (median of 5)
     one byte       one byte of the weights changed, at a new offset each time (median of 3)
@@ -70,10 +71,13 @@ def _median(runs: list[tuple[float, float]]) -> float:
     return statistics.median(seconds for seconds, _ in runs)
 
 
-def _example(directory: Path, name: str = "iris-classifier", weights_mb: int = 0) -> Path:
+def _example(
+    directory: Path, name: str = "iris-classifier", weights_mb: int = 0, compression: str = "gzip"
+) -> Path:
     shutil.copytree(REPO / "examples/iris-sklearn", directory, ignore=shutil.ignore_patterns("omi-out"))
     manifest = directory / "omi.yaml"
     text = manifest.read_text().replace("name: iris-classifier", f"name: {name}")
+    text = text.replace("compression: gzip", f"compression: {compression}")
     if weights_mb:
         with (directory / "weights.bin").open("wb") as out:
             for _ in range(weights_mb):
@@ -115,9 +119,9 @@ def _layer_bytes(layout: Path, size: int) -> int:
     return min((s for s in sizes if s >= size), default=0)
 
 
-def weights(scratch: Path, cache: Path, megabytes: int) -> None:
-    example = _example(scratch / f"w{megabytes}", weights_mb=megabytes)
-    out = scratch / f"out-w{megabytes}"
+def weights(scratch: Path, cache: Path, megabytes: int, compression: str) -> None:
+    example = _example(scratch / f"w{megabytes}-{compression}", weights_mb=megabytes, compression=compression)
+    out = scratch / f"out-w{megabytes}-{compression}"
     built, rss = _build(scratch, cache, str(example), "--output", str(out))
     noop = [_build(scratch, cache, str(example), "--output", str(out)) for _ in range(5)]
     changed = []
@@ -128,7 +132,7 @@ def weights(scratch: Path, cache: Path, megabytes: int) -> None:
     size = (example / "weights.bin").stat().st_size
     layer = _layer_bytes(out, size)
     blobs = sum(p.stat().st_size for p in (out / "blobs" / "sha256").iterdir())
-    print(f"{megabytes} MB of random weights:")
+    print(f"{megabytes} MB of random weights, build.compression {compression}:")
     print(f"  build {built:.2f} s (peak RSS {rss:.0f} MB); no-op {_median(noop):.2f} s "
           f"(peak RSS {max(r for _, r in noop):.0f} MB)")  # fmt: skip
     print(f"  one byte changed {_median(changed):.2f} s (runs {', '.join(f'{s:.2f}' for s, _ in changed)}; "
@@ -186,9 +190,12 @@ def main() -> int:
         print(f"(starting Python and importing omi-build's build path: {time.perf_counter() - start:.2f} s, "
               "part of every figure)")  # fmt: skip
         for megabytes in sizes:
-            before = _steal()
-            weights(scratch, cache, megabytes)
-            print(_taken(before))
+            for compression in ("auto", "gzip"):
+                before = _steal()
+                weights(scratch, cache, megabytes, compression)
+                print(_taken(before))
+                shutil.rmtree(scratch / f"w{megabytes}-{compression}")  # the disk back
+                shutil.rmtree(scratch / f"out-w{megabytes}-{compression}")
         for models in counts:
             before = _steal()
             workspace(scratch, cache, models)

@@ -9,6 +9,7 @@ layers two platforms have in common), the serving config. Platforms build side b
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 from collections.abc import Callable
@@ -293,9 +294,13 @@ def _target(  # noqa: PLR0917 - the pipeline's one call, argument per stage inpu
             label=label, target=target, layout=directory, index="", images=(), policy=tuple(rules)
         )
     policy.enforce(rules)  # nothing is written to the output unless every rule holds
+    attach = functools.partial(
+        describe.attach, images=images, manifest=manifest, lock=current, target=target, label=label,
+        digests=digests, epoch=epoch,
+    )  # fmt: skip
     index_digest = _write_output(
-        directory, store, images, manifest=manifest, lock=current, target=target, label=label,
-        digests=digests, epoch=epoch, progress=progress,
+        directory, store, images, labels=image.oci_annotations(manifest, epoch, target=target),
+        tag=manifest.metadata.version, attach=attach, progress=progress,
     )  # fmt: skip
     memo.save()
     if options.docker_archive is not None:
@@ -335,26 +340,17 @@ def _write_output(
     store: Store,
     images: list[PlatformImage],
     *,
-    manifest: Manifest,
-    lock: Lock,
-    target: str,
-    label: str,
-    digests: dict[str, str],
-    epoch: int,
+    labels: dict[str, str],
+    tag: str,
+    attach: Callable[[Layout], None],
     progress: Progress,
 ) -> str:
-    """The layout with its SBOMs and statements, and nothing an earlier build left that its
-    index no longer names; the index digest. One writer at a time in a folder."""
-    labels = image.oci_annotations(manifest, epoch, target=target)
+    """The layout, what `attach` adds to it (SBOMs, statements), and nothing an earlier build
+    left that its index no longer names; the index digest. One writer at a time in a folder."""
     with image.writing(directory):
-        index_digest = image.write_layout(
-            directory, store, images, labels=labels, tag=manifest.metadata.version
-        )
+        index_digest = image.write_layout(directory, store, images, labels=labels, tag=tag)
         written = Layout.open(directory)
-        describe.attach(
-            written, images, manifest=manifest, lock=lock, target=target, label=label, digests=digests,
-            epoch=epoch,
-        )  # fmt: skip
+        attach(written)
         written.close()  # its reader's lock would keep the prune from running
         removed, freed = image.prune_unreferenced(directory)
     if removed:
