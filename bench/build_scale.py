@@ -12,7 +12,7 @@ downloads are warm (one build of the iris example first):
                    every core (-T0), the issue's floor for a change; the ratio is one byte / floor
     image bytes    the weights' layer blob against the file's size
   workspace (OMI_BENCH_SCALE_MODELS, default "8,32" copies of the example, `build //...`)
-    warm           every layer dropped from the cache (downloads kept)
+    warm           every layer dropped from the cache (downloads kept), no output yet
     no-op          nothing changed (median of 3)
     one changed    one model's model.npz changed (median of 3), beside that model's own floor
 
@@ -151,6 +151,7 @@ def workspace(scratch: Path, cache: Path, models: int) -> None:
         _example(root / f"m{index:02}", name=f"iris-{index}")
     _build(root, cache, "//...")  # each model's lock, once
     shutil.rmtree(cache / "layers")
+    shutil.rmtree(root / "omi-out")  # else every target is up to date: its output is intact
     warm = _build(root, cache, "//...")
     noop = [_build(root, cache, "//...") for _ in range(3)]
     changed = []
