@@ -58,6 +58,7 @@ def test_nothing_changed_gives_the_last_answer(tmp_path: Path) -> None:
     [
         "model file touched", "manifest edited", "lock removed", "blob removed", "blob rewritten",
         "index replaced", "sbom beside removed", "other platform", "environment", "record damaged",
+        "link swapped in",
     ],
 )  # fmt: skip
 def test_any_change_sends_the_build_down_the_pipeline(
@@ -85,6 +86,9 @@ def test_any_change_sends_the_build_down_the_pipeline(
         options = uptodate.options_of("linux/arm64", False)
     elif change == "environment":
         monkeypatch.setenv("SOURCE_DATE_EPOCH", "1")
+    elif change == "link swapped in":  # the pipeline then refuses it by name
+        (package / "model.npz").unlink()
+        (package / "model.npz").symlink_to("/etc/hostname")
     else:
         record = next((store.root / "stats").glob("build-*.json"))
         record.write_text("{")
