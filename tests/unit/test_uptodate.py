@@ -6,6 +6,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -53,43 +54,50 @@ def test_nothing_changed_gives_the_last_answer(tmp_path: Path) -> None:
     assert uptodate.fresh(store, selection, "cpu", directory, uptodate.options_of(None, False)) == built
 
 
-@pytest.mark.parametrize(
-    "change",
-    [
-        "model file touched", "manifest edited", "lock removed", "blob removed", "blob rewritten",
-        "index replaced", "sbom beside removed", "other platform", "environment", "record damaged",
-        "link swapped in",
-    ],
-)  # fmt: skip
-def test_any_change_sends_the_build_down_the_pipeline(
-    tmp_path: Path, change: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _relink(package: Path) -> None:
+    (package / "model.npz").unlink()
+    (package / "model.npz").symlink_to("/etc/hostname")  # the pipeline then refuses it by name
+
+
+class Where(NamedTuple):
+    package: Path
+    out: Path
+    tmp: Path
+
+
+# Each change, made to the package, the output directory or the scratch folder around them.
+CHANGES = {
+    "model file touched": lambda w: os.utime(w.package / "model.npz"),  # same bytes, hashed again
+    "manifest edited": lambda w: (w.package / "omi.yaml").write_text(
+        (w.package / "omi.yaml").read_text() + "\n"
+    ),
+    "lock removed": lambda w: (w.package / "omi.lock").unlink(),
+    "blob removed": lambda w: (w.out / "blobs" / "sha256" / ("a" * 64)).unlink(),
+    "blob rewritten": lambda w: (w.out / "blobs" / "sha256" / ("a" * 64)).write_bytes(b"LAYER"),
+    "index replaced": lambda w: (w.out / "index.json").write_text("{}"),
+    "sbom beside removed": lambda w: (w.tmp / "out.amd64.spdx.json").unlink(),
+    "record damaged": lambda w: next((w.tmp / "cache" / "stats").glob("build-*.json")).write_text("{"),
+    "link swapped in": lambda w: _relink(w.package),
+}
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_any_change_sends_the_build_down_the_pipeline(tmp_path: Path, change: str) -> None:
     store, selection, directory, _ = _setup(tmp_path)
-    package = selection.manifest.directory
-    options = uptodate.options_of(None, False)
     time.sleep(0.01)
-    if change == "model file touched":
-        os.utime(package / "model.npz")  # same bytes: the stat cache hashes it again first
-    elif change == "manifest edited":
-        (package / "omi.yaml").write_text((package / "omi.yaml").read_text() + "\n")
-    elif change == "lock removed":
-        (package / "omi.lock").unlink()
-    elif change == "blob removed":
-        (directory / "blobs" / "sha256" / ("a" * 64)).unlink()
-    elif change == "blob rewritten":
-        (directory / "blobs" / "sha256" / ("a" * 64)).write_bytes(b"LAYER")
-    elif change == "index replaced":
-        (directory / "index.json").write_text("{}")
-    elif change == "sbom beside removed":
-        (tmp_path / "out.amd64.spdx.json").unlink()
-    elif change == "other platform":
-        options = uptodate.options_of("linux/arm64", False)
-    elif change == "environment":
-        monkeypatch.setenv("SOURCE_DATE_EPOCH", "1")
-    elif change == "link swapped in":  # the pipeline then refuses it by name
-        (package / "model.npz").unlink()
-        (package / "model.npz").symlink_to("/etc/hostname")
-    else:
-        record = next((store.root / "stats").glob("build-*.json"))
-        record.write_text("{")
-    assert uptodate.fresh(store, selection, "cpu", directory, options) is None
+    CHANGES[change](Where(selection.manifest.directory, directory, tmp_path))
+    assert uptodate.fresh(store, selection, "cpu", directory, uptodate.options_of(None, False)) is None
+
+
+def test_other_options_or_environment_are_other_inputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, selection, directory, built = _setup(tmp_path)
+    assert (
+        uptodate.fresh(store, selection, "cpu", directory, uptodate.options_of("linux/arm64", False)) is None
+    )
+    assert uptodate.fresh(store, selection, "cpu", directory, uptodate.options_of(None, True)) is None
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1")
+    assert uptodate.fresh(store, selection, "cpu", directory, uptodate.options_of(None, False)) is None
+    monkeypatch.delenv("SOURCE_DATE_EPOCH")
+    assert uptodate.fresh(store, selection, "cpu", directory, uptodate.options_of(None, False)) == built
