@@ -248,7 +248,11 @@ def _reader_lock(directory: Path) -> int | None:
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         return None
-    fcntl.flock(fd, fcntl.LOCK_SH)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    except OSError:  # a file system without locks: read unguarded (a prune then cannot lock either)
+        os.close(fd)
+        return None
     return fd
 
 
@@ -266,7 +270,8 @@ def writing(directory: Path) -> Iterator[None]:
         msg = f"cannot write the image layout to {directory}: {exc.strerror or exc}"
         raise BuildError(msg, hint="check the folder and its free space, or pass another --output") from exc
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        with contextlib.suppress(OSError):  # no locks on this file system: writers are on their own
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)
@@ -319,7 +324,7 @@ def prune_unreferenced(directory: Path) -> tuple[int, int]:
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError:  # a reader holds it, or the file system has no locks: keep everything
             return 0, 0
         keep = referenced(directory)
         if keep is None:
