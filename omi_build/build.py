@@ -162,8 +162,7 @@ def run(
         remote = RemoteLayers(client, reference, store, progress)
     several = len(chosen) > 1
 
-    shortcut = options.docker_archive is None and options.cache_repo is None and not options.policy_only
-    made_with = uptodate.options_of(options.platform, options.locked)
+    made_with = _recorded_options(options)
 
     def package(work: list[tuple[workspace.Selection, str]]) -> list[BuiltTarget]:
         """One package's targets, in turn: they share its omi.lock, which a build may rewrite.
@@ -171,7 +170,7 @@ def run(
         answers = []
         for selection, target in work:
             directory = output_dir(selection, target, options.output, several)
-            fresh = uptodate.fresh(store, selection, target, directory, made_with) if shortcut else None
+            fresh = uptodate.fresh(store, selection, target, directory, made_with) if made_with else None
             if fresh is not None:
                 progress.step(f"{fresh.label}: up to date")
             answers.append(fresh or _target(store, selection, target, directory, options, progress, remote))
@@ -328,11 +327,18 @@ def _target(  # noqa: PLR0917 - the pipeline's one call, argument per stage inpu
         ),
         policy=tuple(rules),
     )
-    if options.docker_archive is None and options.cache_repo is None:
+    if made_with := _recorded_options(options):
         # The next build with the same inputs and an untouched output answers this at once.
-        made_with = uptodate.options_of(options.platform, options.locked)
         uptodate.remember(store, selection, target, directory, made_with, digests, answer)
     return answer
+
+
+def _recorded_options(options: Options) -> dict[str, Any] | None:
+    """The options an up-to-date record depends on; None for builds that do more than write
+    the layout (a docker archive, a cache repo to fill) or write none (policy only)."""
+    if options.docker_archive is not None or options.cache_repo is not None or options.policy_only:
+        return None
+    return uptodate.options_of(options.platform, options.locked)
 
 
 def _write_output(

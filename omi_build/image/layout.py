@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import tarfile
-import time
 import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from omi_build import atomic
 from omi_build.digests import canonical, digest_of, sha256_stream
 from omi_build.errors import BuildError, LayoutError
 from omi_build.platforms import arch_of
-from omi_build.store import WRITTEN_MTIME_NS, StatCache, Store, sha256_file
+from omi_build.store import StatCache, Store, sha256_file
 
 if TYPE_CHECKING:
     from . import PlatformImage
@@ -114,16 +113,6 @@ def _intact(path: Path, digest: str, known: StatCache | None = None) -> bool:
         return False
 
 
-def _trust_placed(path: Path, digest: str, known: StatCache) -> None:
-    """A blob just copied from a checked cache entry: remembered, its mtime set to the one
-    any later write would change (as the store does for its own blobs)."""
-    try:
-        os.utime(path, ns=(path.stat().st_atime_ns, WRITTEN_MTIME_NS))
-        known.remember(path.name, path.stat(), digest.removeprefix("sha256:"), started_ns=time.time_ns())
-    except OSError:
-        return
-
-
 def _place(source: Path, target: Path) -> None:
     temporary = atomic.temporary_beside(target)
     try:
@@ -176,7 +165,7 @@ def _write_layout(
             if not _intact(target, layer.blob.digest, known):  # a damaged earlier blob is written again
                 source = store.verified(layer.blob.digest, what=f"layer {layer.name}")
                 _place(source, target)
-                _trust_placed(target, layer.blob.digest, known)
+                known.trust_written(target.name, target, layer.blob.digest.removeprefix("sha256:"))
         _write_blob(blobs, image.config)
         _write_blob(blobs, image.manifest)
     index_bytes = index(images, labels)

@@ -30,7 +30,7 @@ from omi_build.lock import DebPackage, Wheel
 from omi_build.manifest import files
 from omi_build.platforms import arch_of
 from omi_build.progress import Progress
-from omi_build.store import StatCache, Store
+from omi_build.store import Signature, StatCache, Store, signature
 
 from . import _deb, _interpreter, _inventory
 from ._inventory import Component
@@ -378,10 +378,11 @@ class LayerBuilder:
         inputs: Any,
         build: Callable[[], list[Entry]],
         describe: Callable[[], list[Component]] = list,
-        codec: Compression | None = None,
+        codec: Callable[[], Compression] | None = None,
     ) -> Layer:
         """The layer for `inputs`: from the cache, or built (`build` gives its entries, then
-        `describe` the packages it holds, recorded with it), in `codec` if given."""
+        `describe` the packages it holds, recorded with it), in the codec `codec` picks (asked
+        only when the layer is built) or the builder's."""
         key = self._key(inputs)
         record_path = self.records / f"{key}.json"
         if (found := self._built(key)) is not None:
@@ -399,7 +400,7 @@ class LayerBuilder:
             blob = write(
                 entries,
                 self.store,
-                compression=codec or self._codec,
+                compression=codec() if codec is not None else self._codec,
                 epoch=self.epoch,
                 pool=self._compressing,
             )
@@ -558,12 +559,16 @@ class LayerBuilder:
         entries = self._file_entries(directory, selection, allow_links=allow_links)
         name = _files_layer_name(tuple(selection), big=big)
         self.progress.step(f"layer {name}")
-        codec = self._file_codec(directory, tuple(selection), allow_links=allow_links, big=big)
+        codec, sampled = self._file_codec(directory, tuple(selection), allow_links=allow_links, big=big)
         blob = write(entries, self.store, compression=codec, epoch=self.epoch, pool=self._compressing)
         found: dict[str, str] = {}
         for entry in entries:
             assert entry.source is not None  # noqa: S101 - _file_entries streams every file
             relative, digest = entry.source.name, entry.source.found["digest"]
+            if relative in sampled and sampled[relative] != signature(entry.source.found["stat"]):
+                # replaced between the codec's samples and the read: the codec may not fit it
+                msg = f"{relative} changed while the image was being built"
+                raise BuildError(msg, hint="run the build again")
             found[relative] = digest
             known.remember(
                 relative, entry.source.found["stat"], digest.removeprefix("sha256:"), started_ns=started
@@ -580,20 +585,27 @@ class LayerBuilder:
 
     def _file_codec(
         self, directory: Path, group: tuple[str, ...], *, allow_links: bool, big: bool
-    ) -> Compression:
+    ) -> tuple[Compression, dict[str, Signature]]:
         """A big files' layer under "auto": plain tar when none of its files compresses (three
-        samples of each, judged as the pieces are), so its blob is hashed once, not twice."""
+        samples of each, judged as the pieces are), so its blob is hashed once, not twice; and
+        the stat of each file sampled, for the caller to see it is the file then read."""
+        sampled: dict[str, Signature] = {}
         if self.compression != "auto" or not big:
-            return self._codec
+            return self._codec, sampled
         for relative in group:
             with files.open_inside(directory, relative, allow_links=allow_links) as stream:
-                size = os.fstat(stream.fileno()).st_size
-                samples = []
-                for start in (0, size // 2, max(0, size - SAMPLE)):
-                    samples.append(os.pread(stream.fileno(), SAMPLE, start))
-            if size <= 3 * SAMPLE or deflates(b"".join(samples)):
-                return self._codec
-        return "tar"
+                st = os.fstat(stream.fileno())
+                sampled[relative] = signature(st)
+                starts = (0, st.st_size // 2, max(0, st.st_size - SAMPLE))
+                sample = b"".join(os.pread(stream.fileno(), SAMPLE, start) for start in starts)
+            if st.st_size <= 3 * SAMPLE or deflates(sample):
+                return self._codec, sampled
+        return "tar", sampled
+
+    def _codec_of(
+        self, directory: Path, group: tuple[str, ...], *, allow_links: bool, big: bool
+    ) -> Compression:
+        return self._file_codec(directory, group, allow_links=allow_links, big=big)[0]
 
     @staticmethod
     def _file_entries(directory: Path, selection: dict[str, str | None], *, allow_links: bool) -> list[Entry]:
@@ -652,7 +664,9 @@ class LayerBuilder:
                     _files_layer_name(group, big=big),
                     {"files": selection},
                     functools.partial(self._file_entries, directory, selection, allow_links=allow_links),
-                    codec=self._file_codec(directory, group, allow_links=allow_links, big=big),
+                    codec=functools.partial(
+                        self._codec_of, directory, group, allow_links=allow_links, big=big
+                    ),
                 )
             )
         # Last and tiny: it records every file's digest, so it changes with any of them.

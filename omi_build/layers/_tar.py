@@ -17,7 +17,6 @@ writes release the GIL), so a layer costs about its slowest step, not the sum of
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import struct
@@ -71,11 +70,10 @@ class Source:
         finally:
             hashing.finish()
         digest = "sha256:" + hasher.hexdigest()
-        moved = (self.size, before.st_mtime_ns) != (
-            after.st_size,
-            after.st_mtime_ns,
-        ) or before.st_size != self.size
-        if read != self.size or moved or (self.digest is not None and digest != self.digest):
+        still = (
+            before.st_size == after.st_size == read == self.size and before.st_mtime_ns == after.st_mtime_ns
+        )
+        if not still or (self.digest is not None and digest != self.digest):
             msg = f"{self.name} changed while the image was being built"
             raise BuildError(msg, hint="run the build again")
         self.found["digest"] = digest
@@ -265,11 +263,6 @@ class Serial:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _update_all(hasher: Any, parts: Parts) -> None:
-    for part in parts:
-        hasher.update(part)
-
-
 def _each(call: Callable[[Any], None], parts: Parts) -> None:
     for part in parts:
         call(part)
@@ -309,7 +302,7 @@ class _Sink:
 
     def _submit(self, parts: Parts) -> None:
         size = sum(len(part) for part in parts)
-        self._hashing.submit(size, _update_all, self.diff, parts)
+        self._hashing.submit(size, _each, self.diff.update, parts)
         self._pending.append(self._pool.submit(self._compress, parts))
         while len(self._pending) > _IN_FLIGHT:
             self._write(self._pending.popleft().result())
@@ -320,12 +313,20 @@ class _Sink:
             self._blob_hashing.submit(size, _each, self._blob_hash, parts)
         self._writing.submit(size, _each, self._blob_write, parts)
 
+    def _end_threads(self) -> Exception | None:
+        """Wait for every thread to end; the first failure among them, if any."""
+        failures = []
+        for serial in (self._hashing, self._blob_hashing, self._writing):
+            try:
+                serial.finish()
+            except Exception as exc:  # noqa: BLE001 - each thread ends; the first failure is kept
+                failures.append(exc)
+        return failures[0] if failures else None
+
     def abandon(self) -> None:
         for future in self._pending:
             future.cancel()
-        for serial in (self._hashing, self._blob_hashing, self._writing):
-            with contextlib.suppress(Exception):
-                serial.finish()
+        self._end_threads()  # the failure that got us here is the one to report
 
     def close(self) -> None:
         try:
@@ -335,14 +336,9 @@ class _Sink:
             while self._pending:
                 self._write(self._pending.popleft().result())
         finally:
-            failures = []
-            for serial in (self._hashing, self._blob_hashing, self._writing):
-                try:
-                    serial.finish()
-                except Exception as exc:  # noqa: BLE001 - each thread ends; the first failure is raised
-                    failures.append(exc)
-            if failures:
-                raise failures[0]
+            failure = self._end_threads()
+        if failure is not None:
+            raise failure
 
 
 def _with_parents(entries: Iterable[Entry]) -> list[Entry]:
@@ -492,7 +488,7 @@ def write(
     # and after a crash an unsynced blob is shorter on disk than its stat cache entry says
     # (ext4, XFS and btrfs commit a file's size only with its data), so it is hashed again,
     # found wrong, removed and rebuilt.
-    with store.writer(what="a layer", durable=False) as out:
+    with store.writer(what="a layer", durable=False, remember=True) as out:
         sink = _Sink(compression, out, pool or _Inline())
         try:
             for part in _tar_parts(ordered, epoch):

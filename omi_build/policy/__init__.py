@@ -187,7 +187,7 @@ def check_licenses(
 ) -> Result:
     """`verdicts` (licence names joined by \\x1f -> [expression, passes]) remembers what this
     policy's lists said of each set of names: parsing SPDX expressions takes most of a no-op
-    build's time otherwise. The caller keeps one per policy (policy_key)."""
+    build's time otherwise. The caller keeps one per policy (licenses_key)."""
     policy = manifest.security.licenses
     allow, deny = frozenset(policy.allow), frozenset(policy.deny)
     components: list[Component] = [c for layer in layers for c in layer.inventory]
@@ -346,19 +346,7 @@ def pod_security_for(uid: int, accelerator: str) -> dict[str, Any]:
 
 
 __all__ = [
-    "TMP_SIZE",
-    "Result",
-    "check_files",
-    "check_image",
-    "check_licenses",
-    "check_model",
-    "check_secrets",
-    "check_size",
-    "container_security",
-    "enforce",
-    "license_verdict",
-    "licenses_key",
-    "parse_size",
-    "pod_security",
-    "pod_security_for",
+    "TMP_SIZE", "Result", "check_files", "check_image", "check_licenses", "check_model", "check_secrets",
+    "check_size", "container_security", "enforce", "license_verdict", "licenses_key", "parse_size",
+    "pod_security", "pod_security_for",
 ]  # fmt: skip

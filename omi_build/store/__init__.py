@@ -31,9 +31,11 @@ from omi_build.errors import CacheError, FetchError
 from omi_build.progress import Progress, Silent
 from omi_build.settings import network_attempts, network_timeout_s, ssl_context
 
-from ._stats import WRITTEN_MTIME_NS, StatCache
+from ._stats import Signature, StatCache, signature
 
-__all__ = ["FOLDERS", "WRITTEN_MTIME_NS", "StatCache", "Store", "open_url", "sha256_file", "with_retries"]
+__all__ = [
+    "FOLDERS", "Signature", "StatCache", "Store", "open_url", "sha256_file", "signature", "with_retries",
+]  # fmt: skip
 
 _CHUNK = 1 << 20
 _ABANDONED_AFTER_S = 24 * 3600
@@ -183,12 +185,18 @@ class Store:
 
     @contextlib.contextmanager
     def writer(
-        self, expected: str | None = None, *, what: str = "a blob", durable: bool = True
+        self,
+        expected: str | None = None,
+        *,
+        what: str = "a blob",
+        durable: bool = True,
+        remember: bool = False,
     ) -> Iterator[_Writer]:
         """Write a blob; on success it is renamed to its digest (checked against `expected`).
 
         `durable` syncs it to disk before the rename; a blob that is re-hashed whenever it is
-        read can skip that.
+        read can skip that. `remember` keeps it in the stat cache, for a blob that later builds
+        check on every use (a layer), so they need not hash it again.
         """
         self.blobs.mkdir(parents=True, exist_ok=True)
         handle = atomic.temporary_beside(self.blobs / "blob").open("xb")
@@ -211,20 +219,11 @@ class Store:
             Path(handle.name).replace(final)  # the name it was opened by
             writer.digest = digest
             self._checked.add(digest)
-            self._trust_written(final, digest)
+            if remember:
+                self._stats.trust_written(digest, final, digest)
         finally:
             handle.close()
             Path(handle.name).unlink(missing_ok=True)
-
-    def _trust_written(self, path: Path, digest: str) -> None:
-        """Remember a blob just written and checked: its mtime is set to WRITTEN_MTIME_NS, so
-        any later write to it changes its stat and it is hashed again."""
-        try:
-            st = path.stat()
-            os.utime(path, ns=(st.st_atime_ns, WRITTEN_MTIME_NS))
-            self._stats.remember(digest, path.stat(), digest, started_ns=time.time_ns())
-        except OSError:
-            return  # not remembered: the next build re-hashes it
 
     def put_bytes(self, data: bytes) -> Path:
         with self.writer() as out:

@@ -115,6 +115,15 @@ class StatCache:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             atomic.write_text(self._path, text)
 
+    def trust_written(self, key: str, path: Path, digest: str) -> None:
+        """Remember a file omi-build has just written with a known digest: its mtime is set to
+        WRITTEN_MTIME_NS, which any later write changes (not remembered if that fails)."""
+        try:
+            os.utime(path, ns=(path.stat().st_atime_ns, WRITTEN_MTIME_NS))
+            self.remember(key, path.stat(), digest, started_ns=time.time_ns())
+        except OSError:
+            return
+
     def digest(self, key: str, stream: IO[bytes], compute: Callable[[IO[bytes]], str]) -> str:
         """The digest of the open file `stream`: remembered, or `compute`d and remembered if
         the file did not change while it was read."""

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from omi_build.download import Downloads
 from omi_build.layers import LayerBuilder
+from omi_build.layers._tar import Source
+from omi_build.manifest import files
 from omi_build.progress import Silent
 from omi_build.store import Store
 
@@ -96,3 +98,16 @@ def layer_builder(cache: Path) -> Iterator[LayerBuilder]:
         ) as builder,
     ):
         yield builder
+
+
+def file_source(directory: Path, name: str, *, size: int | None = None, digest: str | None = None) -> Source:
+    """A layer entry's source that reads `name` in `directory` as a build does (size: the file's,
+    unless given; digest None: found while it is read)."""
+    import functools  # noqa: PLC0415
+
+    return Source(
+        name=name,
+        size=(directory / name).stat().st_size if size is None else size,
+        digest=digest,
+        open=functools.partial(files.open_inside, directory, name),
+    )

@@ -110,21 +110,13 @@ def test_a_damaged_cached_layer_is_rebuilt_in_the_same_run(tmp_path: Path) -> No
 
 
 def test_a_streamed_file_writes_the_same_layer_as_one_held_in_memory(tmp_path: Path) -> None:
-    import functools  # noqa: PLC0415
     import hashlib  # noqa: PLC0415
 
-    from omi_build.layers._tar import Source  # noqa: PLC0415
-    from omi_build.manifest import files  # noqa: PLC0415
+    from tests.unit.builders import file_source  # noqa: PLC0415
 
     data = os.urandom((5 << 20) + 123)  # over a 4 MiB piece, not a multiple of 512
     (tmp_path / "w.bin").write_bytes(data)
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    source = Source(
-        name="w.bin",
-        size=len(data),
-        digest=digest,
-        open=functools.partial(files.open_inside, tmp_path, "w.bin"),
-    )
+    source = file_source(tmp_path, "w.bin", digest="sha256:" + hashlib.sha256(data).hexdigest())
     store = Store(tmp_path / "cache")
     streamed = write([Entry(path="m/w.bin", source=source)], store, compression="gzip", epoch=0)
     held = write([Entry(path="m/w.bin", data=data)], store, compression="gzip", epoch=0)

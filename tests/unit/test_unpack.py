@@ -17,7 +17,7 @@ from omi_build.layers import _unpack as unpack
 from omi_build.layers._tar import Entry, write
 from omi_build.store import Store
 
-from .builders import deb, wheel
+from .builders import deb, file_source, wheel
 
 NO_PYC = "3.99"  # no interpreter of this version compiles here, so no .pyc (and no processes)
 
@@ -169,19 +169,9 @@ def test_stored_pieces_are_the_same_bytes_however_the_tar_was_written(
     tmp_path: Path, compression: _tar.Compression
 ) -> None:
     """Streamed in 1 MiB reads or held whole, the blocks fall in the same places."""
-    import functools  # noqa: PLC0415
-
-    from omi_build.layers._tar import Source  # noqa: PLC0415
-    from omi_build.manifest import files  # noqa: PLC0415
-
     data = hashlib.shake_256(b"streamed").digest(_tar.PIECE_BYTES + 777_777)
     (tmp_path / "w.bin").write_bytes(data)
-    source = Source(
-        name="w.bin",
-        size=len(data),
-        digest=None,
-        open=functools.partial(files.open_inside, tmp_path, "w.bin"),
-    )
+    source = file_source(tmp_path, "w.bin")
     store = Store(tmp_path / "cache")
     streamed = write([Entry(path="m/w.bin", source=source)], store, compression=compression, epoch=0)
     held = write([Entry(path="m/w.bin", data=data)], store, compression=compression, epoch=0)
@@ -190,20 +180,9 @@ def test_stored_pieces_are_the_same_bytes_however_the_tar_was_written(
 
 
 def test_a_file_that_changes_while_its_layer_is_written_fails_and_leaves_no_blob(tmp_path: Path) -> None:
-    import functools  # noqa: PLC0415
-
-    from omi_build.errors import BuildError  # noqa: PLC0415
-    from omi_build.layers._tar import Source  # noqa: PLC0415
-    from omi_build.manifest import files  # noqa: PLC0415
-
     data = hashlib.shake_256(b"grows").digest(3 << 20)
     (tmp_path / "w.bin").write_bytes(data)
-    source = Source(
-        name="w.bin",
-        size=len(data) - 1000,
-        digest=None,
-        open=functools.partial(files.open_inside, tmp_path, "w.bin"),
-    )  # the size it had when the build looked; it has grown since
+    source = file_source(tmp_path, "w.bin", size=len(data) - 1000)  # the size the build saw; it grew since
     store = Store(tmp_path / "cache")
     with pytest.raises(BuildError, match="changed while the image was being built"):
         write([Entry(path="m/w.bin", source=source)], store, compression="gzip", epoch=0)
