@@ -1,10 +1,11 @@
 """Adaptive batching: concurrent requests share one predict call, a lone request waits for none.
 
-While the model works on one batch, new requests queue up; the next batch takes all of them
-(up to max_batch_size). Before a batch is closed the event loop turns, for at most
-max_wait_ms and only while more requests keep joining, so requests already received but not
-yet decoded can join it; a lone request waits for none. A model faster than a thread hop is
-called right on the event loop.
+A model slower than a thread hop runs on the worker threads: while it works on one batch,
+new requests queue up, and the next batch takes all of them (up to max_batch_size). A faster
+model runs on the event loop (in_turn): gRPC hands it requests one at a time, and a batch
+waits, for at most max_wait_ms, for as many requests as the last batch had. Each call of a
+small model costs far more than its arithmetic (numpy's dispatch, and the caches it evicts
+from under gRPC's own work), so sharing one call is most of what a busy server saves.
 """
 
 from __future__ import annotations
@@ -22,10 +23,63 @@ from .tensors import TensorSpec, conform_output
 
 Arrays = dict[str, np.ndarray]
 _INLINE_BELOW_S = 0.0005
+# batches between two that wait for as many requests as come: from the first,
+# doubled after each that waited in vain, up to the last
+_PROBE_FIRST, _PROBE_LAST = 16, 1024
 
 
 class ModelError(Exception):
     """The model raised or answered wrongly; the request gets INTERNAL with this message."""
+
+
+def batch_limit(shapes: list[tuple[int, ...]], max_batch_size: int) -> tuple[int, bool]:
+    """The most rows a batch may join, and whether every request's inputs stack (no free
+    dimension past the batch axis). Requests are joined along a batch axis only: where an
+    input's first dimension is fixed, there is none, and each request is called alone."""
+    joinable = all(shape and shape[0] == -1 for shape in shapes)
+    return (max(1, max_batch_size) if joinable else 1), all(-1 not in shape[1:] for shape in shapes)
+
+
+class _Gathering:
+    """A batch of a fast model being gathered on the event loop: the opener's request and
+    the futures of those that joined it."""
+
+    def __init__(self, inputs: Arrays, rows: int, limit: int, uniform: bool) -> None:
+        self.items: list[tuple[Arrays, int]] = [(inputs, rows)]
+        self.futures: list[asyncio.Future[Arrays]] = []
+        self.rows = rows
+        self._limit = limit
+        self._signature = None if uniform else _signature(inputs)
+        self.own: Arrays = {}
+        self.target = 1
+        self.probing = False
+        self.closing: asyncio.Future[None]
+        self.timer: asyncio.TimerHandle
+
+    def fits(self, inputs: Arrays, rows: int) -> bool:
+        if self.rows + rows > self._limit:
+            return False
+        return self._signature is None or _signature(inputs) == self._signature
+
+    def add(self, inputs: Arrays, rows: int, future: asyncio.Future[Arrays]) -> None:
+        self.items.append((inputs, rows))
+        self.futures.append(future)
+        self.rows += rows
+
+    def close(self, run: Callable[[list[tuple[Arrays, int]]], list[Arrays]]) -> None:
+        """One predict for all; the opener's answer kept (or its error raised), the others'
+        futures given theirs. A request whose client left has a cancelled future: skipped."""
+        try:
+            results = run(self.items)
+        except ModelError as exc:
+            for future in self.futures:
+                if not future.done():
+                    future.set_exception(ModelError(str(exc)))
+            raise
+        self.own = results[0]
+        for future, result in zip(self.futures, results[1:], strict=True):
+            if not future.done():
+                future.set_result(result)
 
 
 @dataclass
@@ -49,6 +103,7 @@ class Batcher:
         max_batch_size: int,
         max_wait_ms: float,
         workers: int,
+        uniform: bool = False,
     ) -> None:
         self._predict = predict
         self._outputs = outputs
@@ -60,12 +115,18 @@ class Batcher:
         self._tasks: list[asyncio.Task[None]] = []
         # Moving average of predict's duration; it starts high, so first calls use the thread.
         self._predict_s = 1.0
+        self._gathering: _Gathering | None = None
+        self._expect = 1  # requests a batch waits for: how many the last batches had
+        self._probe_every = self._until_probe = _PROBE_FIRST
+        # inputs whose declared shapes fix every dimension past the batch always stack
+        self._uniform = uniform
 
     @property
     def executor(self) -> ThreadPoolExecutor:
         return self._executor
 
     def start(self) -> None:
+        self._event_loop = asyncio.get_running_loop()
         self._tasks = [asyncio.create_task(self._loop()) for _ in range(self._workers)]
 
     async def stop(self) -> None:
@@ -75,17 +136,79 @@ class Batcher:
         # Not wait=True: a model call still running must not hold the exit past drain_s.
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    def answer_now(self, inputs: Arrays, rows: int) -> Arrays | None:
-        """The answer computed right here when the model is fast and nothing waits to be
-        batched with (no queue, no task, no timer); None when the request must queue."""
-        if self._predict_s < _INLINE_BELOW_S and self._queue.empty():
+    @property
+    def fast(self) -> bool:
+        """Whether the model answers faster than a thread hop (then it runs on the loop)."""
+        return self._predict_s < _INLINE_BELOW_S and self._queue.empty()
+
+    async def in_turn(self, inputs: Arrays, rows: int) -> Arrays:
+        """A fast model's answer, computed on the event loop, shared with the requests that
+        arrive while it gathers.
+
+        gRPC hands requests to the loop one at a time, so concurrent requests never arrive
+        together: a batch waits for as many requests as the last one had (the clients'
+        concurrency), for at most max_wait_ms, and one predict call answers all. Where the
+        last batch had one request, a request runs at once. Now and then a batch waits the
+        whole max_wait_ms for as many as come, to find out whether more clients came; less
+        often each time no more did.
+        """
+        gathering = self._gathering
+        if gathering is not None and gathering.fits(inputs, rows):
+            future: asyncio.Future[Arrays] = self._event_loop.create_future()
+            gathering.add(inputs, rows, future)
+            if len(gathering.items) >= gathering.target or gathering.rows >= self._max_batch:
+                self._close(gathering)
+            return await future
+        target = self._target()
+        if target <= 1 or rows >= self._max_batch:
             return self._run([(inputs, rows)])[0]
-        return None
+        loop = self._event_loop
+        gathering = self._gathering = _Gathering(inputs, rows, self._max_batch, self._uniform)
+        gathering.target = target
+        gathering.probing = target > self._expect
+        gathering.closing = loop.create_future()
+        gathering.timer = loop.call_later(self._max_wait, self._close, gathering)
+        try:
+            await gathering.closing
+        finally:
+            self._seal(gathering)
+            gathering.close(self._run)  # the opener cancelled too: the others get their answers
+        return gathering.own
+
+    def _target(self) -> int:
+        """How many requests the next batch waits for."""
+        if self._max_wait <= 0 or self._max_batch <= 1:
+            return 1
+        self._until_probe -= 1
+        if self._until_probe > 0:
+            return self._expect
+        self._until_probe = self._probe_every
+        return self._max_batch
+
+    def _seal(self, gathering: _Gathering) -> None:
+        """No one else joins `gathering`, and its timer is off."""
+        gathering.timer.cancel()
+        if self._gathering is gathering:
+            self._gathering = None
+
+    def _close(self, gathering: _Gathering) -> None:
+        """The batch has its target or max_batch_size rows, or its time is up: what it
+        gathered is what the next batches wait for."""
+        if gathering.closing.done():
+            return
+        self._seal(gathering)
+        found = len(gathering.items)
+        if gathering.probing:
+            # more clients than before: probe again soon; no more: wait twice as long to ask
+            more = found > self._expect
+            self._probe_every = _PROBE_FIRST if more else min(2 * self._probe_every, _PROBE_LAST)
+            self._until_probe = self._probe_every
+        self._expect = max(1, found)
+        gathering.closing.set_result(None)
 
     async def predict(self, inputs: Arrays, rows: int) -> Arrays:
-        answer = self.answer_now(inputs, rows)
-        if answer is not None:
-            return answer
+        if self.fast:
+            return await self.in_turn(inputs, rows)
         future: asyncio.Future[Arrays] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Pending(inputs, rows, future, _signature(inputs)))
         return await future

@@ -215,18 +215,17 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         try:
             with state.gate.admit():
                 arrays, rows, wanted = self.decode(request)
-                # A fast model with nothing queued answers at once: no task, no timer.
-                outputs: Arrays | None = None
-                if not state.deadlines.expired.is_set():
-                    outputs = state.batcher.answer_now(arrays, rows)
-                if outputs is None:
-                    outputs = await state.deadlines.run(state.batcher.predict(arrays, rows))
+                # A fast model answers in this turn of the loop: no task, no timer.
+                batcher = state.batcher
+                if batcher.fast and not state.deadlines.expired.is_set():
+                    outputs = await batcher.in_turn(arrays, rows)
+                else:
+                    outputs = await state.deadlines.run(batcher.predict(arrays, rows))
         except RejectedError as exc:
             await self._abort(context, exc)
         except ModelError as exc:
             state.log("model_error", level="error", message=str(exc))
             await context.abort(grpc.StatusCode.INTERNAL, str(exc))
-        assert outputs is not None  # noqa: S101 - every other path above aborted
         return self.encode(request, outputs, wanted)
 
     async def ModelStreamInfer(

@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 import grpc
 
-from ._batcher import Batcher
+from ._batcher import Batcher, batch_limit
 from ._device import probe
 from ._health import NOT_SERVING, SERVING, HealthService, ReflectionService, add_reflection
 from ._limits import Deadlines, Gate, Guarded
@@ -203,12 +203,14 @@ async def serve(
         await server.stop(grace=None)
         return 1
     batching = serving["batching"]
+    max_batch, uniform = batch_limit([spec.shape for spec in config.inputs], int(batching["max_batch_size"]))
     state.batcher = Batcher(
         state.model.predict,
         config.outputs,
-        max_batch_size=int(batching["max_batch_size"]),
+        max_batch_size=max_batch,
         max_wait_ms=float(batching["max_wait_ms"]),
         workers=int(serving["concurrency"]["workers"]),
+        uniform=uniform,
     )
     state.batcher.start()
     age = process_age_s()

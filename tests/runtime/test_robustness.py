@@ -289,3 +289,45 @@ def test_omi_run_answers_400_for_every_malformed_input_and_strict_json(tmp_path:
 def _no_constants(name: str) -> object:
     msg = f"{name} is not JSON"
     raise ValueError(msg)
+
+
+def test_concurrent_requests_batched_on_one_connection_each_get_their_own_answer(tmp_path: Path) -> None:
+    """Many streams on one connection: a fast model's calls are shared by the requests that
+    arrive together, and every answer is still its own request's (rows, id), in both forms."""
+    import asyncio  # noqa: PLC0415
+
+    from omi_build.runtime.protocol import grpc_predict_v2_pb2_grpc as oip_grpc  # noqa: PLC0415
+
+    async def clients(address: str) -> int:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = oip_grpc.GRPCInferenceServiceStub(channel)
+
+            async def client(number: int) -> int:
+                checked = 0
+                for sent in range(40):
+                    rows = 1 + (number + sent) % 3
+                    values = np.arange(rows, dtype=np.float32) + 1000 * number + sent
+                    request = oip.ModelInferRequest(model_name=MODEL, id=f"{number}-{sent}")
+                    request.inputs.add(name="x", datatype="FP32", shape=[rows, 1])
+                    if sent % 2:
+                        request.raw_input_contents.append(values.tobytes())
+                    else:
+                        request.inputs[0].contents.fp32_contents.extend(values.tolist())
+                    answer = await stub.ModelInfer(request, timeout=30)
+                    assert answer.id == request.id
+                    y = (
+                        np.frombuffer(answer.raw_output_contents[0], np.float32)
+                        if sent % 2
+                        else np.array(answer.outputs[0].contents.fp32_contents, np.float32)
+                    )
+                    assert y.tolist() == values.tolist()
+                    assert list(answer.outputs[1].shape) == [rows, 256]
+                    checked += 1
+                return checked
+
+            return sum(await asyncio.gather(*(client(number) for number in range(16))))
+
+    settings: dict[str, Any] = {"batching": {"max_batch_size": 32, "max_wait_ms": 2}}
+    with serving(tmp_path, concurrency={"max_in_flight": 64}, **settings) as server:
+        assert asyncio.run(asyncio.wait_for(clients(server.address), timeout=120)) == 16 * 40
+        _healthy(server)
