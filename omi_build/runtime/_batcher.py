@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,6 +115,7 @@ class Batcher:
         self._tasks: list[asyncio.Task[None]] = []
         # Moving average of predict's duration; it starts high, so first calls use the thread.
         self._predict_s = 1.0
+        self.fast = False  # whether the model answers faster than a thread hop: on the loop
         self._gathering: _Gathering | None = None
         self._expect = 1  # requests a batch waits for: how many the last batches had
         self._probe_every = self._until_probe = _PROBE_FIRST
@@ -136,12 +137,7 @@ class Batcher:
         # Not wait=True: a model call still running must not hold the exit past drain_s.
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    @property
-    def fast(self) -> bool:
-        """Whether the model answers faster than a thread hop (then it runs on the loop)."""
-        return self._predict_s < _INLINE_BELOW_S and self._queue.empty()
-
-    async def in_turn(self, inputs: Arrays, rows: int) -> Arrays:
+    def in_turn(self, inputs: Arrays, rows: int) -> Arrays | Awaitable[Arrays]:
         """A fast model's answer, computed on the event loop, shared with the requests that
         arrive while it gathers.
 
@@ -158,10 +154,14 @@ class Batcher:
             gathering.add(inputs, rows, future)
             if len(gathering.items) >= gathering.target or gathering.rows >= self._max_batch:
                 self._close(gathering)
-            return await future
+            return future
         target = self._target()
         if target <= 1 or rows >= self._max_batch:
-            return self._run([(inputs, rows)])[0]
+            return self._run([(inputs, rows)])[0]  # the answer itself: nothing to await
+        return self._gather(inputs, rows, target)
+
+    async def _gather(self, inputs: Arrays, rows: int, target: int) -> Arrays:
+        """Open a batch for `target` requests and answer them all when it closes."""
         loop = self._event_loop
         gathering = self._gathering = _Gathering(inputs, rows, self._max_batch, self._uniform)
         gathering.target = target
@@ -207,8 +207,9 @@ class Batcher:
         gathering.closing.set_result(None)
 
     async def predict(self, inputs: Arrays, rows: int) -> Arrays:
-        if self.fast:
-            return await self.in_turn(inputs, rows)
+        if self.fast and self._queue.empty():
+            answer = self.in_turn(inputs, rows)
+            return answer if isinstance(answer, dict) else await answer
         future: asyncio.Future[Arrays] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Pending(inputs, rows, future, _signature(inputs)))
         return await future
@@ -271,6 +272,7 @@ class Batcher:
             raise ModelError(msg) from exc
         finally:
             self._predict_s = 0.8 * self._predict_s + 0.2 * (time.perf_counter() - started)
+            self.fast = self._predict_s < _INLINE_BELOW_S
         if not isinstance(answer, dict):
             msg = f"the model's predict returned {type(answer).__name__}, not a dict of arrays"
             raise ModelError(msg)

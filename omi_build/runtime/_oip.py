@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from ._batcher import Arrays, ModelError
-from ._limits import Rejected, answer_bytes, short
+from ._limits import Rejected, answer_bytes, refuse_undecodable, short
 from ._model import Config
 from ._wire import InferRequest, ResponseWriter, as_bytes, parse_request, stream_answer
 from .protocol import grpc_predict_v2_pb2 as pb
@@ -40,6 +41,38 @@ CODECS = {
     (_SERVICE, "ModelInfer"): (parse_request, as_bytes),
     (_SERVICE, "ModelStreamInfer"): (parse_request, as_bytes),
 }
+CHECKS_ITSELF = frozenset({(_SERVICE, "ModelInfer")})  # refuses undecodable requests itself
+
+
+_CHECKED_HEADERS = 1024
+
+
+class _Checked:
+    """A request header's checked meaning: each raw input's name, dtype, shape and size, the
+    batch size and the outputs to return."""
+
+    __slots__ = ("inputs", "rows", "wanted")
+
+    def __init__(
+        self,
+        inputs: tuple[tuple[str, np.dtype[Any], tuple[int, ...], int], ...],
+        rows: int,
+        wanted: list[str],
+    ) -> None:
+        self.inputs = inputs
+        self.rows = rows
+        self.wanted = wanted
+
+    def arrays(self, raw: Sequence[bytes | memoryview]) -> Arrays | None:
+        """The inputs as views over `raw`; None if its tensors are not the sizes checked."""
+        if len(raw) != len(self.inputs):
+            return None
+        arrays = {}
+        for (name, dtype, shape, size), data in zip(self.inputs, raw, strict=True):
+            if len(data) != size:
+                return None
+            arrays[name] = np.ndarray(shape, dtype, data)
+        return arrays
 
 
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
@@ -65,6 +98,10 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         self._writer = ResponseWriter(
             config.name, config.version, [(s.name, s.datatype) for s in config.outputs]
         )
+        # request headers already checked (see InferRequest.header); BYTES inputs are
+        # split and size-checked per request, so a model that takes them is never cached
+        self._checked: dict[bytes, _Checked] = {}
+        self._raw_only = all(spec.datatype != "BYTES" for spec in config.inputs)
 
     # -- health and metadata ---------------------------------------------------------------
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
@@ -101,6 +138,32 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     # -- inference -------------------------------------------------------------------------
     def decode(self, request: InferRequest) -> tuple[Arrays, int, list[str]]:
         """Checked numpy inputs, the batch size, and the outputs to return."""
+        header = request.header
+        if header is not None and (checked := self._checked.get(header)) is not None:
+            arrays = checked.arrays(request.raw)
+            if arrays is not None:
+                return arrays, checked.rows, checked.wanted
+        decoded = self._decode(request)
+        if header is not None and self._raw_only:
+            self._remember(header, decoded)
+        return decoded
+
+    def _remember(self, header: bytes, decoded: tuple[Arrays, int, list[str]]) -> None:
+        """What these header bytes were checked to mean, if they hold every field but the
+        raw tensors (then a request with the same header differs only in tensor bytes)."""
+        try:
+            alone = pb.ModelInferRequest.FromString(header)
+        except DecodeError:
+            return
+        if alone.raw_input_contents:
+            return
+        if len(self._checked) >= _CHECKED_HEADERS:
+            self._checked.clear()  # bounded: a client sending ever new headers costs a re-check
+        arrays, rows, wanted = decoded
+        inputs = tuple((name, a.dtype, a.shape, a.nbytes) for name, a in arrays.items())
+        self._checked[header] = _Checked(inputs, rows, wanted)
+
+    def _decode(self, request: InferRequest) -> tuple[Arrays, int, list[str]]:
         message = request.message
         if message.model_name != self._name:
             msg = f"no model '{short(message.model_name)}'; this server serves '{self._name}'"
@@ -209,16 +272,20 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         await context.abort(exc.code, str(exc))
 
     async def ModelInfer(self, request: InferRequest, context: Any) -> bytes:
+        if type(request) is not InferRequest:
+            await refuse_undecodable(context)
         state = self._state
-        if not state.loaded:
+        batcher = state.batcher
+        if batcher is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the model is not loaded yet")
         try:
-            with state.gate.admit():
+            with state.gate:
                 arrays, rows, wanted = self.decode(request)
-                # A fast model answers in this turn of the loop: no task, no timer.
-                batcher = state.batcher
-                if batcher.fast and not state.deadlines.expired.is_set():
-                    outputs = await batcher.in_turn(arrays, rows)
+                # A fast model answers on the loop: at once, or with the batch it joins.
+                if batcher.fast and not state.deadlines.over:
+                    outputs = batcher.in_turn(arrays, rows)
+                    if type(outputs) is not dict:
+                        outputs = await outputs
                 else:
                     outputs = await state.deadlines.run(batcher.predict(arrays, rows))
         except RejectedError as exc:

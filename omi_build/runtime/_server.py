@@ -109,7 +109,8 @@ async def serve(
     """Serve until SIGTERM, SIGINT or an OMI Shutdown; return the exit code. With `link`, this
     is one of several processes on the port: it reports SERVING once the supervisor says all
     are ready, and the supervisor checks the model files."""
-    from ._oip import CODECS as OIP_CODECS  # noqa: PLC0415 - loaded after the port is open
+    from ._oip import CHECKS_ITSELF as OIP_CHECKS_ITSELF  # noqa: PLC0415 - loaded after the port is open
+    from ._oip import CODECS as OIP_CODECS  # noqa: PLC0415
     from ._oip import InferenceService  # noqa: PLC0415
     from ._omi import ModzyService  # noqa: PLC0415
 
@@ -153,7 +154,7 @@ async def serve(
     from .protocol import grpc_predict_v2_pb2_grpc, health_pb2_grpc, model2_template_pb2_grpc  # noqa: PLC0415
 
     # undecodable requests: INVALID_ARGUMENT on every method; ModelInfer's own wire codec
-    guarded = Guarded(server, OIP_CODECS)
+    guarded = Guarded(server, OIP_CODECS, OIP_CHECKS_ITSELF)
     health_pb2_grpc.add_HealthServicer_to_server(health, guarded)
     add_reflection(
         guarded,

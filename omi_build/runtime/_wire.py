@@ -27,10 +27,32 @@ _VARINT, _FIXED64, _LENGTH, _FIXED32 = 0, 1, 2, 5
 @dataclass(slots=True)
 class InferRequest:
     """A ModelInferRequest: `message` holds every field but raw_input_contents, which `raw`
-    holds as views into the received bytes (they keep those bytes alive, not a copy)."""
+    holds as views into the received bytes (they keep those bytes alive, not a copy).
+
+    `header`: the message's bytes before its raw tensors, when they are its last fields (as
+    every encoder writes them) and it has no id: requests with the same header have the
+    same names, datatypes and shapes, so the server checks them once (None otherwise)."""
 
     message: pb.ModelInferRequest
     raw: Sequence[bytes | memoryview]
+    header: bytes | None = None
+
+
+def _varint_size(value: int) -> int:
+    return max(1, (value.bit_length() + 6) // 7)
+
+
+def _header(data: bytes, raw: Sequence[bytes]) -> bytes | None:
+    """data's bytes before its raw tensors, if these are its last fields, encoded as
+    protobuf encodes them; None otherwise (the caller checks, once per header, that the
+    bytes parse as whole fields without raw tensors: then nothing else fits after them)."""
+    end = len(data)
+    for item in raw:
+        size = len(item)
+        end -= 1 + _varint_size(size) + size
+    if end <= 0 or data[end] != _RAW_TAG:
+        return None
+    return data[:end]
 
 
 def _varint(data: bytes, position: int) -> tuple[int, int]:
@@ -86,7 +108,9 @@ def parse_request(data: bytes) -> InferRequest:
     """A ModelInferRequest from the wire; DecodeError if it is not one."""
     if len(data) < _SCAN_FROM or _RAW_TAG not in data:
         message = pb.ModelInferRequest.FromString(data)
-        return InferRequest(message, message.raw_input_contents)  # indexed once per input
+        tensors = message.raw_input_contents  # indexed once per input
+        header = _header(data, tensors) if tensors and not message.id else None
+        return InferRequest(message, tensors, header)
     view = memoryview(data)
     raw: list[memoryview] = []
     others: list[memoryview] = []
