@@ -55,6 +55,7 @@ class _Gathering:
         self.probing = False
         self.closing: asyncio.Future[None]
         self.timer: asyncio.TimerHandle
+        self.deadline = 0.0
 
     def fits(self, inputs: Arrays, rows: int) -> bool:
         if self.rows + rows > self._limit:
@@ -152,8 +153,11 @@ class Batcher:
         if gathering is not None and gathering.fits(inputs, rows):
             future: asyncio.Future[Arrays] = self._event_loop.create_future()
             gathering.add(inputs, rows, future)
-            if len(gathering.items) >= gathering.target or gathering.rows >= self._max_batch:
+            if gathering.rows >= self._max_batch:
                 self._close(gathering)
+            elif len(gathering.items) == gathering.target:
+                # all it waited for are in; those the loop is still receiving join too
+                self._event_loop.call_soon(self._close_when_idle, gathering)
             return future
         target = self._target()
         if target <= 1 or rows >= self._max_batch:
@@ -167,11 +171,18 @@ class Batcher:
         gathering.target = target
         gathering.probing = target > self._expect
         gathering.closing = loop.create_future()
-        gathering.timer = loop.call_later(self._max_wait, self._close, gathering)
+        gathering.deadline = loop.time() + self._max_wait
+        gathering.timer = loop.call_at(gathering.deadline, self._close, gathering)
         try:
             await gathering.closing
         finally:
-            self._seal(gathering)
+            # Until now, requests that came after it closed joined too: one that came just
+            # late would otherwise lead a batch of its own, a round behind the others.
+            if self._gathering is gathering:
+                self._gathering = None
+            gathering.timer.cancel()
+            if gathering.closing.done():
+                self._learn(gathering)
             gathering.close(self._run)  # the opener cancelled too: the others get their answers
         return gathering.own
 
@@ -185,26 +196,37 @@ class Batcher:
         self._until_probe = self._probe_every
         return self._max_batch
 
-    def _seal(self, gathering: _Gathering) -> None:
-        """No one else joins `gathering`, and its timer is off."""
-        gathering.timer.cancel()
-        if self._gathering is gathering:
-            self._gathering = None
-
     def _close(self, gathering: _Gathering) -> None:
-        """The batch has its target or max_batch_size rows, or its time is up: what it
-        gathered is what the next batches wait for."""
+        """The batch has its target or max_batch_size rows, or its time is up: its opener
+        runs it at its next turn."""
+        if not gathering.closing.done():
+            gathering.timer.cancel()
+            gathering.closing.set_result(None)
+
+    def _close_when_idle(self, gathering: _Gathering) -> None:
+        """Close the batch once the loop has nothing else ready to run (no request it is
+        still receiving could join), its rows are full or its time is up."""
         if gathering.closing.done():
             return
-        self._seal(gathering)
+        loop = self._event_loop
+        if getattr(loop, "_ready", None) and loop.time() < gathering.deadline:
+            loop.call_soon(self._close_when_idle, gathering)
+        else:
+            self._close(gathering)
+
+    def _learn(self, gathering: _Gathering) -> None:
+        """What the batch gathered is what the next ones wait for: more than before when
+        more came (the clients' number), fewer only when its time ran out waiting."""
         found = len(gathering.items)
         if gathering.probing:
             # more clients than before: probe again soon; no more: wait twice as long to ask
             more = found > self._expect
             self._probe_every = _PROBE_FIRST if more else min(2 * self._probe_every, _PROBE_LAST)
             self._until_probe = self._probe_every
-        self._expect = max(1, found)
-        gathering.closing.set_result(None)
+        if found >= gathering.target:
+            self._expect = max(self._expect, found)
+        else:
+            self._expect = max(1, found)
 
     async def predict(self, inputs: Arrays, rows: int) -> Arrays:
         if self.fast and self._queue.empty():
