@@ -155,7 +155,9 @@ async def serve(
     from .protocol import grpc_predict_v2_pb2_grpc, health_pb2_grpc, model2_template_pb2_grpc  # noqa: PLC0415
 
     # undecodable requests: INVALID_ARGUMENT on every method; ModelInfer's own wire codec
-    guarded = Guarded(server, OIP_CODECS, OIP_CHECKS_ITSELF)
+    # the model calls are looked up by name; everything else by service
+    hot = frozenset({(OIP_SERVICE, "ModelInfer"), (OMI_SERVICE, "Run")})
+    guarded = Guarded(server, OIP_CODECS, OIP_CHECKS_ITSELF, hot)
     health_pb2_grpc.add_HealthServicer_to_server(health, guarded)
     add_reflection(
         guarded,
