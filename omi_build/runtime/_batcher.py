@@ -183,6 +183,8 @@ class Batcher:
             gathering.timer.cancel()
             if gathering.closing.done():
                 self._learn(gathering)
+            else:
+                gathering.closing.cancel()  # its opener was cancelled: nothing waits to close it
             gathering.close(self._run)  # the opener cancelled too: the others get their answers
         return gathering.own
 
