@@ -331,3 +331,44 @@ def test_concurrent_requests_batched_on_one_connection_each_get_their_own_answer
     with serving(tmp_path, concurrency={"max_in_flight": 64}, **settings) as server:
         assert asyncio.run(asyncio.wait_for(clients(server.address), timeout=120)) == 16 * 40
         _healthy(server)
+
+
+def test_clients_that_give_up_mid_batch_leave_the_others_answered(tmp_path: Path) -> None:
+    """Half the clients cancel their calls after a millisecond, while batches gather: the
+    other half still get every answer their own, and the server stays healthy."""
+    import asyncio  # noqa: PLC0415
+
+    from omi_build.runtime.protocol import grpc_predict_v2_pb2_grpc as oip_grpc  # noqa: PLC0415
+
+    async def clients(address: str) -> tuple[int, int]:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = oip_grpc.GRPCInferenceServiceStub(channel)
+
+            async def client(number: int) -> tuple[int, int]:
+                answered = gave_up = 0
+                for sent in range(30):
+                    value = float(1000 * number + sent)
+                    request = oip.ModelInferRequest(model_name=MODEL)
+                    request.inputs.add(name="x", datatype="FP32", shape=[1, 1])
+                    request.raw_input_contents.append(np.float32(value).tobytes())
+                    call = stub.ModelInfer(request, timeout=30)
+                    if number % 2:
+                        await asyncio.sleep(0.001)
+                        call.cancel()
+                        gave_up += 1
+                        continue
+                    answer = await call
+                    assert np.frombuffer(answer.raw_output_contents[0], np.float32).tolist() == [value]
+                    answered += 1
+                return answered, gave_up
+
+            results = await asyncio.gather(*(client(number) for number in range(16)))
+            return sum(r[0] for r in results), sum(r[1] for r in results)
+
+    settings: dict[str, Any] = {"batching": {"max_batch_size": 32, "max_wait_ms": 5}}
+    with serving(tmp_path, concurrency={"max_in_flight": 64}, **settings) as server:
+        answered, gave_up = asyncio.run(asyncio.wait_for(clients(server.address), timeout=120))
+        assert (answered, gave_up) == (8 * 30, 8 * 30)
+        _healthy(server)
+        with grpc.insecure_channel(server.address) as channel:
+            assert _details(inference(channel))[0] == grpc.StatusCode.OK
