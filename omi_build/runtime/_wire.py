@@ -38,6 +38,12 @@ class InferRequest:
     header: bytes | None = None
 
 
+# A header a server remembers is small (a name, a few tensors' names and shapes: ~100 bytes);
+# a longer one (a large parameters map) is checked every time, so 1,024 remembered headers
+# cost at most a MiB.
+_HEADER_MAX = 1024
+
+
 def _varint_size(value: int) -> int:
     return max(1, (value.bit_length() + 6) // 7)
 
@@ -50,7 +56,7 @@ def _header(data: bytes, raw: Sequence[bytes]) -> bytes | None:
     for item in raw:
         size = len(item)
         end -= 1 + _varint_size(size) + size
-    if end <= 0 or data[end] != _RAW_TAG:
+    if end <= 0 or end > _HEADER_MAX or data[end] != _RAW_TAG:
         return None
     return data[:end]
 

@@ -108,3 +108,17 @@ def test_the_checked_headers_are_bounded() -> None:
     for rows in range(1, 1100):  # every batch size is another header
         service.decode(parse_request(_wire(np.zeros((rows, 4), np.float32), np.zeros(rows, np.int64))))
         assert len(service._checked) <= 1024
+
+
+def test_a_long_header_is_checked_every_time_not_remembered() -> None:
+    """A client cannot make the server keep big headers: a parameters map of some KiB makes
+    a valid request whose header is never remembered."""
+    service = _service()
+    x, n = np.zeros((1, 4), np.float32), np.zeros(1, np.int64)
+    request = pb.ModelInferRequest.FromString(_wire(x, n))
+    request.parameters["note"].string_param = "x" * 4000
+    parsed = parse_request(request.SerializeToString())
+    assert parsed.header is None
+    arrays, _, _ = service.decode(parsed)
+    np.testing.assert_array_equal(arrays["x"], x)
+    assert not service._checked
