@@ -44,18 +44,29 @@ class _Gathering:
     """A batch of a fast model being gathered on the event loop: the opener's request and
     the futures of those that joined it."""
 
-    def __init__(self, inputs: Arrays, rows: int, limit: int, uniform: bool) -> None:
+    def __init__(
+        self,
+        inputs: Arrays,
+        rows: int,
+        *,
+        limit: int,
+        uniform: bool,
+        target: int,
+        probing: bool,
+        loop: asyncio.AbstractEventLoop,
+        deadline: float,
+    ) -> None:
         self.items: list[tuple[Arrays, int]] = [(inputs, rows)]
         self.futures: list[asyncio.Future[Arrays]] = []
         self.rows = rows
         self._limit = limit
         self._signature = None if uniform else _signature(inputs)
         self.own: Arrays = {}
-        self.target = 1
-        self.probing = False
-        self.closing: asyncio.Future[None]
-        self.timer: asyncio.TimerHandle
-        self.deadline = 0.0
+        self.target = target  # requests it waits for
+        self.probing = probing  # waiting for as many as come, to find more clients
+        self.closing: asyncio.Future[None] = loop.create_future()  # set when it may run
+        self.deadline = deadline
+        self.timer: asyncio.TimerHandle | None = None
 
     def fits(self, inputs: Arrays, rows: int) -> bool:
         if self.rows + rows > self._limit:
@@ -167,11 +178,16 @@ class Batcher:
     async def _gather(self, inputs: Arrays, rows: int, target: int) -> Arrays:
         """Open a batch for `target` requests and answer them all when it closes."""
         loop = self._event_loop
-        gathering = self._gathering = _Gathering(inputs, rows, self._max_batch, self._uniform)
-        gathering.target = target
-        gathering.probing = target > self._expect
-        gathering.closing = loop.create_future()
-        gathering.deadline = loop.time() + self._max_wait
+        gathering = self._gathering = _Gathering(
+            inputs,
+            rows,
+            limit=self._max_batch,
+            uniform=self._uniform,
+            target=target,
+            probing=target > self._expect,
+            loop=loop,
+            deadline=loop.time() + self._max_wait,
+        )
         gathering.timer = loop.call_at(gathering.deadline, self._close, gathering)
         try:
             await gathering.closing
@@ -202,7 +218,8 @@ class Batcher:
         """The batch has its target or max_batch_size rows, or its time is up: its opener
         runs it at its next turn."""
         if not gathering.closing.done():
-            gathering.timer.cancel()
+            if gathering.timer is not None:
+                gathering.timer.cancel()
             gathering.closing.set_result(None)
 
     def _close_when_idle(self, gathering: _Gathering) -> None:

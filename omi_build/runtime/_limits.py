@@ -123,17 +123,15 @@ def _guarded(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], An
 _UNDECODABLE = "the request is not a valid protobuf message of this method's type"
 
 
-async def _refuse(context: Any) -> None:
+async def refuse_undecodable(context: Any) -> None:
+    """INVALID_ARGUMENT for a request whose bytes did not decode (see guard)."""
     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _UNDECODABLE)
-
-
-refuse_undecodable = _refuse  # for the handlers that check their requests themselves
 
 
 def _unary_request(behavior: Callable[..., Any]) -> Callable[..., Any]:
     async def call(request: Any, context: Any) -> Any:
         if isinstance(request, _Undecodable):
-            await _refuse(context)
+            await refuse_undecodable(context)
         return await behavior(request, context)
 
     return call
@@ -142,7 +140,7 @@ def _unary_request(behavior: Callable[..., Any]) -> Callable[..., Any]:
 def _unary_request_stream(behavior: Callable[..., Any]) -> Callable[..., Any]:
     async def call(request: Any, context: Any) -> AsyncIterator[Any]:
         if isinstance(request, _Undecodable):
-            await _refuse(context)
+            await refuse_undecodable(context)
         async for response in behavior(request, context):
             yield response
 
@@ -153,7 +151,7 @@ def _checked_requests(requests: AsyncIterator[Any], context: Any) -> AsyncIterat
     async def each() -> AsyncIterator[Any]:
         async for request in requests:
             if isinstance(request, _Undecodable):
-                await _refuse(context)
+                await refuse_undecodable(context)
             yield request
 
     return each()
@@ -180,8 +178,8 @@ def guard(handler: Any, *, checks_itself: bool = False) -> Any:
     wrapped in one more coroutine per call."""
     replacements: dict[str, Any] = {"request_deserializer": _guarded(handler.request_deserializer)}
     if checks_itself:
-        pass
-    elif handler.unary_unary is not None:
+        return handler._replace(**replacements)
+    if handler.unary_unary is not None:
         replacements["unary_unary"] = _unary_request(handler.unary_unary)
     elif handler.unary_stream is not None:
         replacements["unary_stream"] = _unary_request_stream(handler.unary_stream)
