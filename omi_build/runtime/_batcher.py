@@ -130,6 +130,7 @@ class Batcher:
         self.fast = False  # whether the model answers faster than a thread hop: on the loop
         self._gathering: _Gathering | None = None
         self._expect = 1  # requests a batch waits for: how many the last batches had
+        self._peak = 1  # the most requests one batch has found: the most clients seen at once
         self._probe_every = self._until_probe = _PROBE_FIRST
         # inputs whose declared shapes fix every dimension past the batch always stack
         self._uniform = uniform
@@ -238,10 +239,13 @@ class Batcher:
         more came (the clients' number), fewer only when its time ran out waiting."""
         found = len(gathering.items)
         if gathering.probing:
-            # more clients than before: probe again soon; no more: wait twice as long to ask
-            more = found > self._expect
+            # more clients than ever: probe again soon; no more: wait twice as long to ask.
+            # Not against what the last batches had: one that ran out of time lowers that,
+            # and the probe after it would find "more" and probe every 16 batches again.
+            more = found > self._peak
             self._probe_every = _PROBE_FIRST if more else min(2 * self._probe_every, _PROBE_LAST)
             self._until_probe = self._probe_every
+        self._peak = max(self._peak, found)
         if found >= gathering.target:
             self._expect = max(self._expect, found)
         else:

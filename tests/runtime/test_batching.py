@@ -228,3 +228,27 @@ def test_batching_off_or_without_a_batch_axis_calls_each_request_alone() -> None
 
         _run(scenario)
         assert set(model.calls) == {1}
+
+
+def test_a_batch_that_ran_out_of_time_does_not_make_probing_frequent_again() -> None:
+    """A probe (a batch waiting the whole max_wait_ms for more clients) delays everyone in
+    it: after a batch ran short (a client late), finding the same clients again is no
+    reason to probe every 16 batches, as for a client that is new."""
+    model = Model()
+
+    async def scenario() -> tuple[int, int, int]:
+        batcher = _fast(model, max_wait_ms=5)
+        batcher.start()
+        await _clients(batcher, 8, 60)
+        batcher._expect = 8  # eight clients learnt, whatever their last turns were
+        spaced = batcher._probe_every
+        await _round(batcher, 5)  # three clients late: the batch waits out its time with five
+        lowered = batcher._expect
+        batcher._until_probe = 1  # the next batch probes
+        await _round(batcher, 8)  # the same eight clients again
+        await batcher.stop()
+        return spaced, lowered, batcher._probe_every
+
+    spaced, lowered, after = _run(scenario)
+    assert lowered == 5
+    assert after == min(2 * spaced, 1024), (spaced, after)  # spaced further apart, not reset to 16
