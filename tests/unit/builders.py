@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import hashlib
 import io
@@ -11,10 +12,11 @@ import tarfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 from omi_build.download import Downloads
 from omi_build.layers import LayerBuilder
-from omi_build.layers._tar import Source
+from omi_build.layers._tar import Compression, Source
 from omi_build.manifest import files
 from omi_build.progress import Silent
 from omi_build.store import Store
@@ -88,13 +90,13 @@ def wheel(tmp: Path, name: str, files: dict[str, bytes]) -> Path:
 
 
 @contextlib.contextmanager
-def layer_builder(cache: Path) -> Iterator[LayerBuilder]:
-    """A layer builder over the store in `cache`, gzip, epoch 0, with nothing to download."""
+def layer_builder(cache: Path, compression: Compression | Literal["auto"] = "gzip") -> Iterator[LayerBuilder]:
+    """A layer builder over the store in `cache`, epoch 0, with nothing to download."""
     store = Store(cache)
     with (
         Downloads(store) as downloads,
         LayerBuilder(
-            store, downloads, compression="gzip", epoch=0, python_version="3.11", progress=Silent()
+            store, downloads, compression=compression, epoch=0, python_version="3.11", progress=Silent()
         ) as builder,
     ):
         yield builder
@@ -103,8 +105,6 @@ def layer_builder(cache: Path) -> Iterator[LayerBuilder]:
 def file_source(directory: Path, name: str, *, size: int | None = None, digest: str | None = None) -> Source:
     """A layer entry's source that reads `name` in `directory` as a build does (size: the file's,
     unless given; digest None: found while it is read)."""
-    import functools  # noqa: PLC0415
-
     return Source(
         name=name,
         size=(directory / name).stat().st_size if size is None else size,

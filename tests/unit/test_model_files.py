@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from omi_build import layers
+from omi_build.errors import BuildError
 from omi_build.layers import file_groups
 from omi_build.store import StatCache
 from tests.unit.builders import layer_builder
@@ -85,21 +86,10 @@ def test_an_unchanged_file_is_not_read_and_a_changed_one_rebuilds_only_its_layer
 
 
 def test_auto_stores_a_big_file_that_does_not_compress_in_a_plain_tar_layer(tmp_path: Path) -> None:
-    from omi_build.download import Downloads  # noqa: PLC0415
-    from omi_build.layers import LayerBuilder  # noqa: PLC0415
-    from omi_build.progress import Silent  # noqa: PLC0415
-    from omi_build.store import Store  # noqa: PLC0415
-
     package = _package(tmp_path)
     (package / "text.bin").write_bytes(b"weights that compress well " * 80_000)  # 2 MB of text
     names = sorted(p.name for p in package.iterdir())
-    store = Store(tmp_path / "cache")
-    with (
-        Downloads(store) as downloads,
-        LayerBuilder(
-            store, downloads, compression="auto", epoch=0, python_version="3.11", progress=Silent()
-        ) as b,
-    ):
+    with layer_builder(tmp_path / "cache", compression="auto") as b:
         built = b.model(package, b.model_files(package, names, known=StatCache(None)), b"{}", uid=1)
     by_name = {layer.name: layer.blob for layer in built}
     plain = by_name["model file a.bin"]
@@ -108,3 +98,30 @@ def test_auto_stores_a_big_file_that_does_not_compress_in_a_plain_tar_layer(tmp_
     assert plain.size == plain.uncompressed_size
     assert by_name["model file text.bin"].media_type.endswith("tar+gzip")  # it compresses
     assert by_name["model files"].media_type.endswith("tar+gzip")  # small files: gzip as ever
+
+
+def test_a_big_file_replaced_after_auto_sampled_it_fails_the_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "auto" picks a big file's codec from samples of it; a file swapped in before it is read
+    (another inode, same bytes even) is not the file sampled: the build stops, as for a file
+    that changes while it is read."""
+    package = _package(tmp_path)
+    names = sorted(p.name for p in package.iterdir())
+    sampling = layers.LayerBuilder._file_codec
+
+    def sample_then_swap(
+        self: layers.LayerBuilder, directory: Path, group: tuple[str, ...], **kw: bool
+    ) -> object:
+        found = sampling(self, directory, group, **kw)
+        for name in group:
+            (directory / f"{name}.new").write_bytes((directory / name).read_bytes())
+            (directory / f"{name}.new").replace(directory / name)
+        return found
+
+    monkeypatch.setattr(layers.LayerBuilder, "_file_codec", sample_then_swap)
+    with (
+        layer_builder(tmp_path / "cache", compression="auto") as b,
+        pytest.raises(BuildError, match=r"\.bin changed while the image was being built"),
+    ):
+        b.model_files(package, names, known=StatCache(None))
